@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "log.h"
+
+static lr_log_fn log_fn;
+static void *log_userdata;
+
+void lr_set_log(lr_log_fn fn, void *userdata)
+{
+	log_fn = fn;
+	log_userdata = userdata;
+}
+
+static void lr_vlog(int level, const char *fmt, va_list ap)
+{
+	char msg[1024];
+
+	if (!log_fn)
+		return;
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	log_fn(level, msg, log_userdata);
+}
+
+void lr_log(int level, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	lr_vlog(level, fmt, ap);
+	va_end(ap);
+}
+
+int lr_error_code(int r, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	lr_vlog(LR_LOG_ERROR, fmt, ap);
+	va_end(ap);
+	return r;
+}

@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Helpers shared by the LUKS2 files of the library (not part of its API). */
+#pragma once
+
+#include <json-c/json.h>
+#include <libcryptsetup.h>
+
+#include "fingerprint.h"
+#include "token.h"
+
+/* Marks a recovery keyslot: a token without secrets that only names the keyslot. */
+#define LR_RECOVERY_TOKEN_TYPE "lockroot-recovery"
+
+static inline void crypt_freep(struct crypt_device **cd)
+{
+	crypt_free(*cd);
+}
+#define _cleanup_crypt_ __attribute__((cleanup(crypt_freep)))
+
+static inline void json_putp(struct json_object **o)
+{
+	json_object_put(*o);
+}
+#define _cleanup_json_ __attribute__((cleanup(json_putp)))
+
+static inline void token_donep(struct lr_token *t)
+{
+	lr_token_done(t);
+}
+#define _cleanup_token_ __attribute__((cleanup(token_donep)))
+
+static inline void fingerprint_donep(struct lr_fingerprint *fp)
+{
+	lr_fingerprint_done(fp);
+}
+#define _cleanup_fingerprint_ __attribute__((cleanup(fingerprint_donep)))
+
+int lr_count_active_keyslots(struct crypt_device *cd);

@@ -1,0 +1,519 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * LUKS2 side of lockroot: enroll, format, unlock, unenroll, status.
+ * Order that keeps a volume safe (after systemd-cryptenroll): prove the HSM lock before
+ * touching the header, add the keyslot before the token that points at it, and remove a
+ * token before its keyslot.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+#include <libcryptsetup.h>
+
+#include "lockroot.h"
+#include "luks-internal.h"
+#include "util.h"
+
+static int check_writable(const char *device)
+{
+	int fd = open(device, O_RDWR | O_CLOEXEC);
+
+	if (fd >= 0) {
+		close(fd);
+		return 0;
+	}
+	if (errno == EROFS || errno == EACCES || errno == EPERM)
+		return lr_error_code(-EROFS, "%s is read-only: nothing was changed", device);
+	return lr_error_code(-errno, "cannot open %s for writing: %s", device, strerror(errno));
+}
+
+int lr_luks2_load(const char *device, bool readonly, struct crypt_device **cdp)
+{
+	struct crypt_device *cd = NULL;
+	const char *type;
+	int r;
+
+	if (access(device, F_OK) < 0)
+		return lr_error_code(-ENOENT, "%s: no such device or file", device);
+	if (!readonly) {
+		r = check_writable(device);
+		if (r < 0)
+			return r;
+	}
+	r = crypt_init(&cd, device);
+	if (r < 0)
+		return lr_error_code(r, "cannot open %s: %s", device, strerror(-r));
+	r = crypt_load(cd, CRYPT_LUKS, NULL);
+	if (r < 0) {
+		crypt_free(cd);
+		return lr_error_code(-EMEDIUMTYPE, "%s is not a LUKS device (or its header is damaged)", device);
+	}
+	type = crypt_get_type(cd);
+	if (!type || strcmp(type, CRYPT_LUKS2) != 0) {
+		crypt_free(cd);
+		return lr_error_code(-EMEDIUMTYPE, "%s is %s, lockroot needs LUKS2 "
+				     "(convert it with: cryptsetup convert --type luks2 %s)",
+				     device, type ? type : "not LUKS", device);
+	}
+	*cdp = cd;
+	return 0;
+}
+
+/* ---- keyslot helpers ---- */
+
+static int count_free_keyslots(struct crypt_device *cd)
+{
+	int n = 0, max = crypt_keyslot_max(CRYPT_LUKS2);
+
+	for (int i = 0; i < max; i++)
+		if (crypt_keyslot_status(cd, i) == CRYPT_SLOT_INACTIVE)
+			n++;
+	return n;
+}
+
+int lr_count_active_keyslots(struct crypt_device *cd)
+{
+	int n = 0, max = crypt_keyslot_max(CRYPT_LUKS2);
+
+	for (int i = 0; i < max; i++) {
+		crypt_keyslot_info ki = crypt_keyslot_status(cd, i);
+
+		if (ki == CRYPT_SLOT_ACTIVE || ki == CRYPT_SLOT_ACTIVE_LAST)
+			n++;
+	}
+	return n;
+}
+
+static int has_free_token(struct crypt_device *cd)
+{
+	for (int i = 0; i < crypt_token_max(CRYPT_LUKS2); i++)
+		if (crypt_token_status(cd, i, NULL) == CRYPT_TOKEN_INACTIVE)
+			return 1;
+	return 0;
+}
+
+static int set_pbkdf_minimal(struct crypt_device *cd)
+{
+	/* The user key is 256 random bits: stretching it buys nothing, so the cheapest
+	 * PBKDF2 libcryptsetup accepts keeps unlocking fast and memory-free on a small board. */
+	const struct crypt_pbkdf_type pbkdf = {
+		.type = CRYPT_KDF_PBKDF2,
+		.hash = "sha256",
+		.iterations = 1000,
+		.flags = CRYPT_PBKDF_NO_BENCHMARK,
+	};
+
+	return crypt_set_pbkdf_type(cd, &pbkdf);
+}
+
+static int set_pbkdf_recovery(struct crypt_device *cd, const struct lr_pbkdf_cost *c)
+{
+	struct crypt_pbkdf_type pbkdf = {
+		.type = CRYPT_KDF_ARGON2ID,
+		.hash = "sha256",
+		.time_ms = LR_RECOVERY_TIME_MS,
+		.max_memory_kb = c->memory_kb ? c->memory_kb : LR_RECOVERY_MEMORY_KB,
+		.parallel_threads = c->parallel ? c->parallel : 4,
+	};
+
+	if (c->iterations) {
+		pbkdf.iterations = c->iterations;
+		pbkdf.time_ms = 0;
+		pbkdf.flags = CRYPT_PBKDF_NO_BENCHMARK;
+	}
+	return crypt_set_pbkdf_type(cd, &pbkdf);
+}
+
+/* ---- recovery key ---- */
+
+static const char crockford[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+static int recovery_format(const uint8_t *bits, struct lr_secret **out)
+{
+	struct lr_secret *s = lr_secret_new(64);
+
+	if (!s)
+		return -ENOMEM;
+	/* 160 bits -> 32 characters of 5 bits, in groups of 4. */
+	for (int i = 0; i < 32; i++) {
+		int bit = i * 5, v = 0;
+
+		for (int b = 0; b < 5; b++, bit++)
+			v = (v << 1) | ((bits[bit / 8] >> (7 - bit % 8)) & 1);
+		if (i > 0 && i % 4 == 0)
+			s->data[s->len++] = '-';
+		s->data[s->len++] = (uint8_t)crockford[v];
+	}
+	s->data[s->len] = '\0';
+	*out = s;
+	return 0;
+}
+
+int lr_recovery_key_generate(struct lr_secret **out)
+{
+	_cleanup_secret_ struct lr_secret *raw = NULL;
+	int r;
+
+	r = lr_secret_random(20, &raw);
+	if (r < 0)
+		return r;
+	return recovery_format(raw->data, out);
+}
+
+int lr_recovery_key_normalize(const char *typed, struct lr_secret **out)
+{
+	struct lr_secret *s = lr_secret_new(64);
+	size_t n = 0;
+
+	if (!s)
+		return -ENOMEM;
+	for (const char *p = typed; *p; p++) {
+		char c = *p;
+
+		if (c == '-' || c == ' ' || c == '\t' || c == '\n' || c == '\r')
+			continue;
+		if (c >= 'a' && c <= 'z')
+			c = (char)(c - 'a' + 'A');
+		if (c == 'O')
+			c = '0';
+		else if (c == 'I' || c == 'L')
+			c = '1';
+		if (!strchr(crockford, c) || n >= 32) {
+			lr_secret_free(s);
+			return -EINVAL;
+		}
+		if (n > 0 && n % 4 == 0)
+			s->data[s->len++] = '-';
+		s->data[s->len++] = (uint8_t)c;
+		n++;
+	}
+	if (n != 32) {
+		lr_secret_free(s);
+		return -EINVAL;
+	}
+	s->data[s->len] = '\0';
+	*out = s;
+	return 0;
+}
+
+/* ---- enroll ---- */
+
+struct lock_result {
+	struct lr_token token;
+	struct lr_secret *passphrase; /* base64 of the user key: the keyslot passphrase */
+};
+
+static void lock_result_done(struct lock_result *l)
+{
+	lr_token_done(&l->token);
+	lr_secret_free(l->passphrase);
+	l->passphrase = NULL;
+}
+
+static int binding_measure(const char *device, uint32_t mask, bool use_default, struct lr_token *t,
+			   uint8_t digest[32])
+{
+	_cleanup_fingerprint_ struct lr_fingerprint fp = { 0 };
+	_cleanup_secret_ struct lr_secret *salt = NULL;
+	int r;
+
+	r = lr_fingerprint_read(device, &fp);
+	if (r < 0)
+		return r;
+	if (use_default)
+		mask = lr_fingerprint_default_mask(&fp);
+	r = lr_fingerprint_digest(&fp, mask, digest);
+	if (r < 0)
+		return r;
+	r = lr_secret_random(sizeof(t->bind_salt), &salt);
+	if (r < 0)
+		return r;
+	memcpy(t->bind_salt, salt->data, sizeof(t->bind_salt));
+	t->bind_mask = mask;
+	for (int i = 0; i < LR_COMP_MAX; i++) {
+		if (!(mask & (1u << i)))
+			continue;
+		r = lr_component_check(t->bind_salt, i, fp.comp[i].value, t->bind_check[i]);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* Random user key, locked by the HSM, unlocked again and compared: nothing reaches a
+ * header unless this round trip works. */
+static int lock_and_prove(const char *device, struct lr_hsm *hsm, uint32_t mask, bool use_default,
+			  struct lock_result *l)
+{
+	_cleanup_secret_ struct lr_secret *key = NULL, *back = NULL;
+	struct lr_hsm again = *hsm;
+	uint8_t digest[32];
+	int r;
+
+	memset(l, 0, sizeof(*l));
+	r = binding_measure(device, mask, use_default, &l->token, digest);
+	if (r < 0)
+		return r;
+	r = lr_secret_random(LR_USER_KEY_BYTES, &key);
+	if (r < 0)
+		return lr_error_code(r, "cannot read the kernel random number generator: %s", strerror(-r));
+	l->token.version = LR_TOKEN_VERSION;
+	snprintf(l->token.backend, sizeof(l->token.backend), "%s", hsm->backend->name);
+	l->token.backend_data = json_object_new_object();
+	if (!l->token.backend_data)
+		return -ENOMEM;
+	r = hsm->backend->lock(hsm, key, digest, l->token.backend_data);
+	if (r < 0)
+		return r;
+	again.config = NULL; /* unlock the way a later boot will: from what the token stored */
+	r = hsm->backend->unlock(&again, l->token.backend_data, digest, &back);
+	if (r < 0)
+		return lr_error_code(r, "the %s HSM locked the key but cannot unlock it again: nothing was changed",
+				     hsm->backend->name);
+	if (lr_secret_cmp(key, back) != 0)
+		return lr_error_code(-EIO, "the %s HSM returned a different key: nothing was changed", hsm->backend->name);
+	return lr_secret_base64(key, &l->passphrase);
+}
+
+static int add_token(struct crypt_device *cd, struct lr_token *t, int keyslot)
+{
+	_cleanup_free_ char *json = NULL;
+	int r;
+
+	t->keyslot = keyslot;
+	r = lr_token_format(t, &json);
+	if (r < 0)
+		return r;
+	r = crypt_token_json_set(cd, CRYPT_ANY_TOKEN, json);
+	if (r < 0)
+		return lr_error_code(r, "cannot write the lockroot token: %s", strerror(-r));
+	return r;
+}
+
+static int add_recovery_marker(struct crypt_device *cd, int keyslot)
+{
+	char json[128];
+
+	snprintf(json, sizeof(json), "{\"type\":\"%s\",\"keyslots\":[\"%d\"]}", LR_RECOVERY_TOKEN_TYPE, keyslot);
+	return crypt_token_json_set(cd, CRYPT_ANY_TOKEN, json);
+}
+
+/* Recovery keyslot, from an unlocked volume key or from a passphrase. */
+static int add_recovery(struct crypt_device *cd, const struct lr_pbkdf_cost *cost,
+			const struct lr_secret *vk, const struct lr_secret *pass, struct lr_enroll_result *res)
+{
+	_cleanup_secret_ struct lr_secret *rk = NULL;
+	int r, slot;
+
+	r = lr_recovery_key_generate(&rk);
+	if (r < 0)
+		return r;
+	r = set_pbkdf_recovery(cd, cost);
+	if (r < 0)
+		return lr_error_code(r, "cannot set the recovery key's PBKDF: %s", strerror(-r));
+	if (vk)
+		slot = crypt_keyslot_add_by_volume_key(cd, CRYPT_ANY_SLOT, (const char *)vk->data, vk->len,
+						       (const char *)rk->data, rk->len);
+	else
+		slot = crypt_keyslot_add_by_passphrase(cd, CRYPT_ANY_SLOT, (const char *)pass->data, pass->len,
+						       (const char *)rk->data, rk->len);
+	if (slot < 0)
+		return lr_error_code(slot, "cannot add the recovery keyslot: %s", strerror(-slot));
+	r = add_recovery_marker(cd, slot);
+	if (r < 0)
+		lr_warn("recovery keyslot %d added, but not marked as such: %s", slot, strerror(-r));
+	res->recovery_keyslot = slot;
+	res->recovery_key = rk;
+	rk = NULL;
+	return 0;
+}
+
+static int enroll_checks(struct crypt_device *cd, const struct lr_enroll_params *p)
+{
+	int need = p->recovery_key ? 2 : 1, r;
+
+	if (count_free_keyslots(cd) < need)
+		return lr_error_code(-ENOSPC, "%s has no free keyslot%s: remove one with cryptsetup luksKillSlot "
+				     "first; nothing was changed", p->device, need > 1 ? "s (2 needed)" : "");
+	if (!has_free_token(cd))
+		return lr_error_code(-ENOSPC, "%s has no free token slot; nothing was changed", p->device);
+	r = crypt_activate_by_passphrase(cd, NULL, CRYPT_ANY_SLOT, (const char *)p->passphrase->data,
+					 p->passphrase->len, 0);
+	if (r == -EPERM || r == -ENOENT)
+		return lr_error_code(-EPERM, "no keyslot of %s opens with that passphrase; nothing was changed",
+				     p->device);
+	if (r < 0)
+		return lr_error_code(r, "cannot check the passphrase on %s: %s", p->device, strerror(-r));
+	return 0;
+}
+
+int lr_enroll(const struct lr_enroll_params *p, struct lr_enroll_result *res)
+{
+	_cleanup_crypt_ struct crypt_device *cd = NULL;
+	struct lock_result l = { 0 };
+	int r, slot;
+
+	memset(res, 0, sizeof(*res));
+	res->keyslot = res->token = res->recovery_keyslot = -1;
+	r = lr_luks2_load(p->device, false, &cd);
+	if (r < 0)
+		return r;
+	r = enroll_checks(cd, p);
+	if (r < 0)
+		return r;
+	r = lock_and_prove(p->device, p->hsm, p->bind_mask, p->bind_default, &l);
+	if (r < 0)
+		goto out;
+	/* Header writes start here: keyslot, then the token that points at it. */
+	r = set_pbkdf_minimal(cd);
+	if (r < 0)
+		goto out;
+	slot = crypt_keyslot_add_by_passphrase(cd, CRYPT_ANY_SLOT, (const char *)p->passphrase->data,
+					       p->passphrase->len, (const char *)l.passphrase->data,
+					       l.passphrase->len);
+	if (slot < 0) {
+		r = lr_error_code(slot, "cannot add a keyslot to %s: %s", p->device, strerror(-slot));
+		goto out;
+	}
+	r = add_token(cd, &l.token, slot);
+	if (r < 0) {
+		crypt_keyslot_destroy(cd, slot);
+		goto out;
+	}
+	res->keyslot = slot;
+	res->token = r;
+	res->bind_mask = l.token.bind_mask;
+	r = 0;
+	if (p->recovery_key)
+		r = add_recovery(cd, &p->recovery_cost, NULL, p->passphrase, res);
+out:
+	lock_result_done(&l);
+	return r;
+}
+
+/* ---- format ---- */
+
+static int split_cipher(const char *spec, char *cipher, size_t csize, char *mode, size_t msize)
+{
+	const char *dash = strrchr(spec, '-');
+
+	/* "aes-xts-plain64" -> aes + xts-plain64; "xchacha12,aes-adiantum-plain64" ->
+	 * xchacha12,aes + adiantum-plain64: the mode is the last two dash-separated words. */
+	if (!dash || dash == spec)
+		return -EINVAL;
+	for (dash--; dash > spec && *dash != '-'; dash--)
+		;
+	if (dash == spec || (size_t)(dash - spec) >= csize || strlen(dash + 1) >= msize)
+		return -EINVAL;
+	memcpy(cipher, spec, (size_t)(dash - spec));
+	cipher[dash - spec] = '\0';
+	strcpy(mode, dash + 1);
+	return 0;
+}
+
+static int format_header(struct crypt_device *cd, const struct lr_format_params *p)
+{
+	const char *spec = p->cipher ? p->cipher : "aes-xts-plain64";
+	char cipher[64], mode[64];
+	uint32_t bits = p->key_bits;
+	struct crypt_params_luks2 params = { .label = p->label, .sector_size = 512 };
+	int r;
+
+	if (split_cipher(spec, cipher, sizeof(cipher), mode, sizeof(mode)) < 0)
+		return lr_error_code(-EINVAL, "invalid cipher '%s' (e.g. aes-xts-plain64)", spec);
+	if (!bits)
+		bits = strstr(mode, "xts") ? 512 : 256;
+	r = crypt_format(cd, CRYPT_LUKS2, cipher, mode, NULL, NULL, bits / 8, &params);
+	if (r < 0)
+		return lr_error_code(r, "cannot create a LUKS2 header on %s with %s: %s", p->device, spec,
+				     strerror(-r));
+	return 0;
+}
+
+static int format_keyslots(struct crypt_device *cd, const struct lr_format_params *p,
+			   struct lock_result *l, struct lr_enroll_result *res)
+{
+	_cleanup_secret_ struct lr_secret *vk = NULL;
+	size_t vk_size;
+	int r, slot;
+
+	r = crypt_get_volume_key_size(cd);
+	vk_size = r > 0 ? (size_t)r : 64;
+	vk = lr_secret_new(vk_size);
+	if (!vk)
+		return -ENOMEM;
+	vk->len = vk_size;
+	/* The volume key was generated by crypt_format(); take it once to add every keyslot. */
+	r = crypt_volume_key_get(cd, CRYPT_ANY_SLOT, (char *)vk->data, &vk->len, NULL, 0);
+	if (r < 0)
+		return lr_error_code(r, "cannot read the new volume key: %s", strerror(-r));
+	r = set_pbkdf_minimal(cd);
+	if (r < 0)
+		return r;
+	slot = crypt_keyslot_add_by_volume_key(cd, CRYPT_ANY_SLOT, (const char *)vk->data, vk->len,
+					       (const char *)l->passphrase->data, l->passphrase->len);
+	if (slot < 0)
+		return lr_error_code(slot, "cannot add the HSM keyslot: %s", strerror(-slot));
+	r = add_token(cd, &l->token, slot);
+	if (r < 0)
+		return r;
+	res->keyslot = slot;
+	res->token = r;
+	res->bind_mask = l->token.bind_mask;
+	if (p->recovery_key) {
+		r = add_recovery(cd, &p->recovery_cost, vk, NULL, res);
+		if (r < 0)
+			return r;
+	}
+	if (p->passphrase) {
+		r = crypt_set_pbkdf_type(cd, crypt_get_pbkdf_default(CRYPT_LUKS2));
+		if (r < 0)
+			return r;
+		r = crypt_keyslot_add_by_volume_key(cd, CRYPT_ANY_SLOT, (const char *)vk->data, vk->len,
+						    (const char *)p->passphrase->data, p->passphrase->len);
+		if (r < 0)
+			return lr_error_code(r, "cannot add the passphrase keyslot: %s", strerror(-r));
+	}
+	return 0;
+}
+
+int lr_format(const struct lr_format_params *p, struct lr_enroll_result *res)
+{
+	_cleanup_crypt_ struct crypt_device *cd = NULL;
+	struct lock_result l = { 0 };
+	int r;
+
+	memset(res, 0, sizeof(*res));
+	res->keyslot = res->token = res->recovery_keyslot = -1;
+	if (access(p->device, F_OK) < 0)
+		return lr_error_code(-ENOENT, "%s: no such device or file", p->device);
+	r = check_writable(p->device);
+	if (r < 0)
+		return r;
+	r = lock_and_prove(p->device, p->hsm, p->bind_mask, p->bind_default, &l);
+	if (r < 0)
+		goto out;
+	r = crypt_init(&cd, p->device);
+	if (r < 0) {
+		r = lr_error_code(r, "cannot open %s: %s", p->device, strerror(-r));
+		goto out;
+	}
+	r = format_header(cd, p);
+	if (r < 0)
+		goto out;
+	r = format_keyslots(cd, p, &l, res);
+out:
+	lock_result_done(&l);
+	return r;
+}
+
+void lr_enroll_result_done(struct lr_enroll_result *res)
+{
+	lr_secret_free(res->recovery_key);
+	res->recovery_key = NULL;
+}

@@ -1,0 +1,156 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include "util.h"
+
+char *lr_base64_encode(const uint8_t *in, size_t len)
+{
+	size_t n = 4 * ((len + 2) / 3) + 1;
+	char *out = malloc(n);
+
+	if (!out)
+		return NULL;
+	EVP_EncodeBlock((unsigned char *)out, in, (int)len);
+	return out;
+}
+
+int lr_base64_decode(const char *in, uint8_t **out, size_t *out_len)
+{
+	size_t n = strlen(in), pad = 0;
+	uint8_t *buf;
+	int r;
+
+	if (n == 0 || n % 4 != 0 || n > INT_MAX)
+		return -EBADMSG;
+	buf = malloc(n / 4 * 3 + 1);
+	if (!buf)
+		return -ENOMEM;
+	r = EVP_DecodeBlock(buf, (const unsigned char *)in, (int)n);
+	if (r < 0) {
+		free(buf);
+		return -EBADMSG;
+	}
+	/* EVP_DecodeBlock counts padding as zero bytes. */
+	if (in[n - 1] == '=')
+		pad++;
+	if (in[n - 2] == '=')
+		pad++;
+	*out = buf;
+	*out_len = (size_t)r - pad;
+	return 0;
+}
+
+void lr_hex(const uint8_t *in, size_t len, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < len; i++) {
+		out[2 * i] = digits[in[i] >> 4];
+		out[2 * i + 1] = digits[in[i] & 15];
+	}
+	out[2 * len] = '\0';
+}
+
+int lr_sha256(const void *data, size_t len, uint8_t out[32])
+{
+	unsigned int n = 32;
+
+	return EVP_Digest(data, len, out, &n, EVP_sha256(), NULL) == 1 ? 0 : -EIO;
+}
+
+int lr_hmac_sha256(const uint8_t *key, size_t key_len, const void *data, size_t len, uint8_t out[32])
+{
+	unsigned int n = 32;
+
+	if (key_len > INT_MAX)
+		return -EINVAL;
+	return HMAC(EVP_sha256(), key, (int)key_len, data, len, out, &n) ? 0 : -EIO;
+}
+
+char *lr_sysroot_path(const char *path)
+{
+	const char *root = getenv("LOCKROOT_SYSROOT");
+	char *p;
+
+	if (!root || !*root)
+		return strdup(path);
+	if (asprintf(&p, "%s%s", root, path) < 0)
+		return NULL;
+	return p;
+}
+
+int lr_sysroot_read(const char *path, char **out, size_t *len)
+{
+	_cleanup_free_ char *real = lr_sysroot_path(path);
+	size_t n = 0, cap = 4096;
+	char *buf = NULL;
+	int fd, r = 0;
+
+	if (!real)
+		return -ENOMEM;
+	fd = open(real, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return -errno;
+	buf = malloc(cap + 1);
+	if (!buf) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (;;) {
+		ssize_t k = read(fd, buf + n, cap - n);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0) {
+			r = -errno;
+			goto out;
+		}
+		if (k == 0)
+			break;
+		n += (size_t)k;
+		if (n == cap) /* sysfs and procfs files we read are small */
+			break;
+	}
+	buf[n] = '\0';
+	*out = buf;
+	buf = NULL;
+	if (len)
+		*len = n;
+out:
+	free(buf);
+	close(fd);
+	return r;
+}
+
+int lr_parse_uint_list(const char *s, unsigned max, uint32_t *mask)
+{
+	uint32_t m = 0;
+
+	if (!s || !*s)
+		return -EINVAL;
+	while (*s) {
+		char *end;
+		unsigned long v;
+
+		errno = 0;
+		v = strtoul(s, &end, 10);
+		if (errno || end == s || v >= max || v >= 32)
+			return -EINVAL;
+		m |= UINT32_C(1) << v;
+		if (*end == ',' || *end == '+')
+			end++;
+		else if (*end)
+			return -EINVAL;
+		s = end;
+	}
+	*mask = m;
+	return 0;
+}

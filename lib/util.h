@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+static inline void lr_freep(void *p)
+{
+	free(*(void **)p);
+}
+#define _cleanup_free_ __attribute__((cleanup(lr_freep)))
+
+#define LR_ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
+
+/* Base64 (RFC 4648, with padding) of non-secret data. Returns malloc'd string or NULL. */
+char *lr_base64_encode(const uint8_t *in, size_t len);
+/* Decode; -EBADMSG on bad input. *out is malloc'd. */
+int lr_base64_decode(const char *in, uint8_t **out, size_t *out_len);
+/* Lowercase hex of data into out (2*len+1 bytes). */
+void lr_hex(const uint8_t *in, size_t len, char *out);
+/* SHA-256. */
+int lr_sha256(const void *data, size_t len, uint8_t out[32]);
+/* HMAC-SHA-256. */
+int lr_hmac_sha256(const uint8_t *key, size_t key_len, const void *data, size_t len, uint8_t out[32]);
+/* Read a small text file under LOCKROOT_SYSROOT (path is absolute, e.g. "/proc/cpuinfo").
+ * Returns malloc'd contents (NUL-terminated, may contain NULs before the end, *len says how
+ * many bytes). -errno. */
+int lr_sysroot_read(const char *path, char **out, size_t *len);
+/* Build the real path of an absolute path under LOCKROOT_SYSROOT. malloc'd. */
+char *lr_sysroot_path(const char *path);
+/* Parse a list like "1,2,7" of numbers < max into a bitmask. -EINVAL. */
+int lr_parse_uint_list(const char *s, unsigned max, uint32_t *mask);

@@ -1,0 +1,197 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+struct cli cli;
+
+int lr_exit_code(int r)
+{
+	switch (r) {
+	case 0:
+		return LR_EXIT_OK;
+	case -ENOENT:
+	case -ENOTBLK:
+	case -EMEDIUMTYPE:
+		return LR_EXIT_DEVICE;
+	case -ENODEV:
+		return LR_EXIT_HSM_ABSENT;
+	case -EKEYREJECTED:
+	case -ENOKEY:
+		return LR_EXIT_REFUSED;
+	case -ENOANO:
+		return LR_EXIT_PIN;
+	case -EPERM:
+		return LR_EXIT_PASSPHRASE;
+	case -EBADMSG:
+	case -EPROTONOSUPPORT:
+		return LR_EXIT_TOKEN;
+	case -ENOSPC:
+		return LR_EXIT_NO_SLOT;
+	case -EROFS:
+		return LR_EXIT_READONLY;
+	case -ENOMSG:
+		return LR_EXIT_NOT_ENROLLED;
+	case -EINVAL:
+		return LR_EXIT_USAGE;
+	default:
+		return LR_EXIT_FAILURE;
+	}
+}
+
+void cli_log(int level, const char *msg, void *userdata)
+{
+	(void)userdata;
+	if (level == LR_LOG_DEBUG && !cli.verbose)
+		return;
+	if (level == LR_LOG_INFO && cli.quiet)
+		return;
+	fprintf(stderr, "lockroot: %s%s\n", level == LR_LOG_WARN ? "warning: " : "", msg);
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "lockroot %s: ", cmd);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry 'lockroot %s --help'.\n", cmd);
+	return LR_EXIT_USAGE;
+}
+
+static int read_tty(const char *prompt, size_t max, struct lr_secret **out)
+{
+	struct termios old, quiet;
+	struct lr_secret *s;
+	int fd, r = 0;
+
+	fd = open("/dev/tty", O_RDWR | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return lr_error_code(-ENOTTY, "no terminal to ask for the %s: use --key-file", prompt);
+	s = lr_secret_new(max + 1);
+	if (!s) {
+		close(fd);
+		return -ENOMEM;
+	}
+	if (tcgetattr(fd, &old) == 0) {
+		quiet = old;
+		quiet.c_lflag &= ~(tcflag_t)ECHO;
+		tcsetattr(fd, TCSAFLUSH, &quiet);
+	}
+	dprintf(fd, "Enter %s: ", prompt);
+	for (;;) {
+		char c;
+		ssize_t k = read(fd, &c, 1);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0 || c == '\n')
+			break;
+		if (s->len < max)
+			s->data[s->len++] = (uint8_t)c;
+	}
+	dprintf(fd, "\n");
+	tcsetattr(fd, TCSAFLUSH, &old);
+	close(fd);
+	if (s->len == 0)
+		r = lr_error_code(-EPERM, "no %s given", prompt);
+	if (r < 0)
+		lr_secret_free(s);
+	else
+		*out = s;
+	return r;
+}
+
+int cli_read_passphrase(const char *key_file, const char *prompt, struct lr_secret **out)
+{
+	int r;
+
+	if (!key_file)
+		return read_tty(prompt, 512, out);
+	if (strcmp(key_file, "-") == 0)
+		r = lr_secret_read_fd(STDIN_FILENO, 8192, out);
+	else
+		r = lr_secret_read_file(key_file, 8192, out);
+	if (r < 0)
+		return lr_error_code(r == -ENOENT ? -EINVAL : r, "cannot read key file %s: %s", key_file, strerror(-r));
+	return 0;
+}
+
+int cli_read_pin(const char *pin_file, struct lr_secret **out)
+{
+	int r;
+
+	*out = NULL;
+	if (!pin_file)
+		return 0;
+	r = lr_secret_read_file(pin_file, 256, out);
+	if (r < 0)
+		return lr_error_code(-EINVAL, "cannot read PIN file %s: %s", pin_file, strerror(-r));
+	/* A PIN file written by echo has a newline that is not part of the PIN. */
+	if ((*out)->len && (*out)->data[(*out)->len - 1] == '\n')
+		(*out)->data[--(*out)->len] = 0;
+	return 0;
+}
+
+int cli_hsm_setup(const char *cmd, const char *spec, const char *pcrs, const char *pin_file,
+		  struct lr_hsm *hsm, struct lr_secret **pin)
+{
+	int r;
+
+	if (!spec)
+		return cli_usage_error(cmd, "--hsm is required (tpm2[:TCTI] or pkcs11:URI)");
+	r = lr_hsm_parse(spec, hsm);
+	if (r < 0)
+		return lr_exit_code(r);
+	if (pcrs) {
+		if (strcmp(hsm->backend->name, "tpm2") != 0)
+			return cli_usage_error(cmd, "--pcrs only applies to --hsm tpm2");
+		if (lr_parse_uint_list(pcrs, 24, &hsm->pcr_mask) < 0)
+			return cli_usage_error(cmd, "invalid --pcrs '%s' (e.g. 0,7)", pcrs);
+	}
+	r = cli_read_pin(pin_file, pin);
+	if (r < 0)
+		return lr_exit_code(r);
+	hsm->pin = *pin;
+	return 0;
+}
+
+int cli_bind_setup(const char *cmd, const char *list, uint32_t *mask, bool *is_default)
+{
+	(void)cmd;
+	if (!list) {
+		*is_default = true;
+		*mask = 0;
+		return 0;
+	}
+	return lr_bind_parse(list, mask, is_default) < 0 ? LR_EXIT_USAGE : 0;
+}
+
+int cli_parse_uint(const char *cmd, const char *opt, const char *s, uint32_t *out)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || end == s || *end || v > UINT32_MAX)
+		return cli_usage_error(cmd, "%s needs a number, not '%s'", opt, s);
+	*out = (uint32_t)v;
+	return 0;
+}
+
+void cli_show_recovery_key(const struct lr_secret *key, int keyslot)
+{
+	printf("\nRecovery key (keyslot %d). Write it down now: it is shown only this once and\n"
+	       "is not stored anywhere. It opens the volume when the HSM cannot.\n\n"
+	       "    %.*s\n\n", keyslot, (int)key->len, (const char *)key->data);
+	fflush(stdout);
+}

@@ -1,0 +1,131 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* lockroot status [DEVICE] [--json]: keyslots, tokens, backends and bindings. */
+#include <getopt.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+#include "cli.h"
+
+static void help(void)
+{
+	printf("Usage: lockroot status [DEVICE...] [--json]\n\n"
+	       "Show the keyslots and tokens of each LUKS2 DEVICE: which keyslot the HSM opens, the\n"
+	       "backend, the host components it is bound to, recovery keyslots. Without DEVICE, the\n"
+	       "devices listed in /etc/crypttab. No secret is shown.\n\n"
+	       "  --json   machine-readable output (stable field names)\n");
+}
+
+static const struct option options[] = {
+	{ "json", no_argument, NULL, 'j' },
+	{ "help", no_argument, NULL, 'h' },
+	{ 0 },
+};
+
+static const char *str(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	return json_object_object_get_ex(o, key, &v) ? json_object_get_string(v) : "";
+}
+
+static void print_token(struct json_object *t)
+{
+	struct json_object *v;
+
+	printf("    token %s: %s", str(t, "id"), str(t, "type"));
+	if (strcmp(str(t, "type"), LR_TOKEN_TYPE) == 0) {
+		if (json_object_object_get_ex(t, "error", &v)) {
+			printf(" (%s)\n", json_object_get_string(v));
+			return;
+		}
+		printf(", backend %s, keyslot %s\n", str(t, "backend"), str(t, "keyslots"));
+		printf("      bound to: %s\n", str(t, "bind"));
+		json_object_object_foreach(t, key, val) {
+			if (!strcmp(key, "id") || !strcmp(key, "type") || !strcmp(key, "backend") ||
+			    !strcmp(key, "keyslots") || !strcmp(key, "bind"))
+				continue;
+			printf("      %s: %s\n", key, json_object_get_string(val));
+		}
+		return;
+	}
+	printf(", keyslots %s\n", str(t, "keyslots"));
+}
+
+static void print_text(struct json_object *o)
+{
+	struct json_object *arr;
+
+	printf("%s: %s, %s, uuid %s\n", str(o, "device"), str(o, "type"), str(o, "cipher"), str(o, "uuid"));
+	printf("  keyslots:\n");
+	if (json_object_object_get_ex(o, "keyslots", &arr))
+		for (size_t i = 0; i < json_object_array_length(arr); i++) {
+			struct json_object *k = json_object_array_get_idx(arr, i);
+
+			printf("    %s: %s (%s)\n", str(k, "id"), str(k, "use"), str(k, "pbkdf"));
+		}
+	printf("  tokens:\n");
+	if (json_object_object_get_ex(o, "tokens", &arr))
+		for (size_t i = 0; i < json_object_array_length(arr); i++)
+			print_token(json_object_array_get_idx(arr, i));
+}
+
+/* Devices from /etc/crypttab (second field), for 'status' without arguments. */
+static int crypttab_devices(struct json_object *list)
+{
+	_cleanup_free_ char *path = lr_sysroot_path("/etc/crypttab");
+	char line[1024];
+	FILE *f = path ? fopen(path, "re") : NULL;
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f)) {
+		char name[256], dev[512];
+
+		if (line[0] == '#' || sscanf(line, "%255s %511s", name, dev) != 2)
+			continue;
+		json_object_array_add(list, json_object_new_string(dev));
+	}
+	fclose(f);
+	return 0;
+}
+
+int cmd_status(int argc, char **argv)
+{
+	struct json_object *devices = json_object_new_array(), *all = json_object_new_array();
+	bool json = false;
+	int c, r = 0;
+
+	while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
+		switch (c) {
+		case 'j': json = true; break;
+		case 'h': help(); r = 0; goto out;
+		default: r = LR_EXIT_USAGE; goto out;
+		}
+	}
+	for (int i = optind; i < argc; i++)
+		json_object_array_add(devices, json_object_new_string(argv[i]));
+	if (optind == argc)
+		crypttab_devices(devices);
+	for (size_t i = 0; i < json_object_array_length(devices); i++) {
+		const char *dev = json_object_get_string(json_object_array_get_idx(devices, i));
+		struct json_object *o = NULL;
+		int k = lr_status(dev, &o);
+
+		if (k < 0) {
+			r = lr_exit_code(k);
+			continue;
+		}
+		if (!json)
+			print_text(o);
+		json_object_array_add(all, o);
+	}
+	if (json)
+		puts(json_object_to_json_string_ext(all, JSON_C_TO_STRING_PRETTY));
+	else if (json_object_array_length(devices) == 0)
+		printf("No device given and none in /etc/crypttab.\n");
+out:
+	json_object_put(devices);
+	json_object_put(all);
+	return r;
+}
