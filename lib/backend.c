@@ -70,6 +70,9 @@ int lr_hsm_parse(const char *spec, struct lr_hsm *hsm)
 
 void lr_hsm_done(struct lr_hsm *hsm)
 {
+	/* A PKCS#11 URI may carry pin-value=. */
+	if (hsm->config)
+		explicit_bzero(hsm->config, strlen(hsm->config));
 	free(hsm->config);
 	hsm->config = NULL;
 }

@@ -90,7 +90,7 @@ char *lr_sysroot_path(const char *path)
 int lr_sysroot_read(const char *path, char **out, size_t *len)
 {
 	_cleanup_free_ char *real = lr_sysroot_path(path);
-	size_t n = 0, cap = 4096;
+	size_t n = 0, cap = 64 * 1024;
 	char *buf = NULL;
 	int fd, r = 0;
 
