@@ -1,0 +1,28 @@
+#!/bin/sh
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# Install everything lockroot needs to build, run and test, from Debian 12's archive only.
+# Run as root. Idempotent.
+set -eu
+PACKAGES="
+  meson ninja-build pkg-config gcc libc6-dev
+  libcryptsetup-dev cryptsetup-bin libjson-c-dev libssl-dev
+  libtss2-dev swtpm tpm2-tools
+  libp11-kit-dev p11-kit softhsm2 opensc
+  jq util-linux procps
+"
+if [ "$(id -u)" != 0 ]; then
+	echo "setup.sh: run as root (it installs Debian packages)" >&2
+	exit 1
+fi
+missing=""
+for p in $PACKAGES; do
+	dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+	echo "setup.sh: installing:$missing"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	# shellcheck disable=SC2086
+	apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+echo "setup.sh: all build and test dependencies are installed"
