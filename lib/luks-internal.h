@@ -36,3 +36,5 @@ static inline void fingerprint_donep(struct lr_fingerprint *fp)
 #define _cleanup_fingerprint_ __attribute__((cleanup(fingerprint_donep)))
 
 int lr_count_active_keyslots(struct crypt_device *cd);
+/* crypt_init() with libcryptsetup's messages routed to lockroot's log hook. */
+int lr_crypt_init(const char *device, struct crypt_device **cd);

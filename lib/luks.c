@@ -19,6 +19,37 @@
 #include "luks-internal.h"
 #include "util.h"
 
+/* libcryptsetup prints to stderr unless told otherwise; the library never prints. */
+static void crypt_log_cb(int level, const char *msg, void *usrptr)
+{
+	size_t n = strlen(msg);
+
+	(void)usrptr;
+	while (n > 0 && msg[n - 1] == '\n')
+		n--;
+	switch (level) {
+	case CRYPT_LOG_ERROR:
+		lr_log(LR_LOG_ERROR, "%.*s", (int)n, msg);
+		break;
+	case CRYPT_LOG_NORMAL:
+		lr_log(LR_LOG_INFO, "%.*s", (int)n, msg);
+		break;
+	default:
+		lr_log(LR_LOG_DEBUG, "%.*s", (int)n, msg);
+		break;
+	}
+}
+
+int lr_crypt_init(const char *device, struct crypt_device **cd)
+{
+	int r = crypt_init(cd, device);
+
+	if (r < 0)
+		return lr_error_code(r, "cannot open %s: %s", device, strerror(-r));
+	crypt_set_log_callback(*cd, crypt_log_cb, NULL);
+	return 0;
+}
+
 static int check_writable(const char *device)
 {
 	int fd = open(device, O_RDWR | O_CLOEXEC);
@@ -45,9 +76,9 @@ int lr_luks2_load(const char *device, bool readonly, struct crypt_device **cdp)
 		if (r < 0)
 			return r;
 	}
-	r = crypt_init(&cd, device);
+	r = lr_crypt_init(device, &cd);
 	if (r < 0)
-		return lr_error_code(r, "cannot open %s: %s", device, strerror(-r));
+		return r;
 	r = crypt_load(cd, CRYPT_LUKS, NULL);
 	if (r < 0) {
 		crypt_free(cd);
@@ -55,10 +86,12 @@ int lr_luks2_load(const char *device, bool readonly, struct crypt_device **cdp)
 	}
 	type = crypt_get_type(cd);
 	if (!type || strcmp(type, CRYPT_LUKS2) != 0) {
+		/* type points into cd: log before crypt_free(). */
+		r = lr_error_code(-EMEDIUMTYPE, "%s is %s, lockroot needs LUKS2 "
+				  "(convert it with: cryptsetup convert --type luks2 %s)",
+				  device, type ? type : "not LUKS", device);
 		crypt_free(cd);
-		return lr_error_code(-EMEDIUMTYPE, "%s is %s, lockroot needs LUKS2 "
-				     "(convert it with: cryptsetup convert --type luks2 %s)",
-				     device, type ? type : "not LUKS", device);
+		return r;
 	}
 	*cdp = cd;
 	return 0;
@@ -74,6 +107,58 @@ static int count_free_keyslots(struct crypt_device *cd)
 		if (crypt_keyslot_status(cd, i) == CRYPT_SLOT_INACTIVE)
 			n++;
 	return n;
+}
+
+/* Whether 'need' more keyslots fit in the keyslot area. A header made with a small
+ * --luks2-keyslots-size fills up before all 32 keyslots are used, and libcryptsetup only says
+ * so (as -EINVAL) when asked to add one; this is its first-fit search (LUKS2_find_area_gap),
+ * run ahead of time. Every new keyslot holds the volume key: 4000 AF stripes, 4 KiB aligned. */
+static bool keyslot_area_fits(struct crypt_device *cd, int need)
+{
+	enum { MAX = 32 + 2 };
+	uint64_t off[MAX], len[MAX], metadata = 0, keyslots = 0, end, size, at;
+	int n = 0, key_size = crypt_get_volume_key_size(cd), max = crypt_keyslot_max(CRYPT_LUKS2);
+
+	if (key_size <= 0 || crypt_get_metadata_size(cd, &metadata, &keyslots) < 0 || !metadata || !keyslots)
+		return true; /* cannot tell: libcryptsetup will say */
+	end = 2 * metadata + keyslots;
+	size = ((uint64_t)key_size * 4000 + 4095) / 4096 * 4096;
+	for (int i = 0; i < max && n < MAX - 2; i++) {
+		uint64_t o, l;
+
+		if (crypt_keyslot_status(cd, i) == CRYPT_SLOT_INACTIVE || crypt_keyslot_area(cd, i, &o, &l) < 0)
+			continue;
+		/* Insert sorted by offset. */
+		int j = n++;
+
+		for (; j > 0 && off[j - 1] > o; j--) {
+			off[j] = off[j - 1];
+			len[j] = len[j - 1];
+		}
+		off[j] = o;
+		len[j] = l;
+	}
+	for (int k = 0; k < need; k++) {
+		int j;
+
+		at = 2 * metadata;
+		for (j = 0; j < n; j++) {
+			if (at + size <= off[j])
+				break;
+			if (off[j] + len[j] > at)
+				at = off[j] + len[j];
+		}
+		if (at + size > end)
+			return false;
+		/* Take the gap before area j, as the next keyslot would. */
+		for (int m = n++; m > j; m--) {
+			off[m] = off[m - 1];
+			len[m] = len[m - 1];
+		}
+		off[j] = at;
+		len[j] = size;
+	}
+	return true;
 }
 
 int lr_count_active_keyslots(struct crypt_device *cd)
@@ -228,6 +313,10 @@ static int binding_measure(const char *device, uint32_t mask, bool use_default, 
 	if (use_default)
 		mask = lr_fingerprint_default_mask(&fp);
 	r = lr_fingerprint_digest(&fp, mask, digest);
+	/* -ENOENT: --bind names a component this host lacks (logged, naming it). That is a bad
+	 * option value, not "no such device". */
+	if (r == -ENOENT)
+		return -EINVAL;
 	if (r < 0)
 		return r;
 	r = lr_secret_random(sizeof(t->bind_salt), &salt);
@@ -340,6 +429,10 @@ static int enroll_checks(struct crypt_device *cd, const struct lr_enroll_params 
 	if (count_free_keyslots(cd) < need)
 		return lr_error_code(-ENOSPC, "%s has no free keyslot%s: remove one with cryptsetup luksKillSlot "
 				     "first; nothing was changed", p->device, need > 1 ? "s (2 needed)" : "");
+	if (!keyslot_area_fits(cd, need))
+		return lr_error_code(-ENOSPC, "%s has no free keyslot%s: its keyslot area is full; remove one with "
+				     "cryptsetup luksKillSlot first; nothing was changed", p->device,
+				     need > 1 ? "s (2 needed)" : "");
 	if (!has_free_token(cd))
 		return lr_error_code(-ENOSPC, "%s has no free token slot; nothing was changed", p->device);
 	r = crypt_activate_by_passphrase(cd, NULL, CRYPT_ANY_SLOT, (const char *)p->passphrase->data,
@@ -498,11 +591,9 @@ int lr_format(const struct lr_format_params *p, struct lr_enroll_result *res)
 	r = lock_and_prove(p->device, p->hsm, p->bind_mask, p->bind_default, &l);
 	if (r < 0)
 		goto out;
-	r = crypt_init(&cd, p->device);
-	if (r < 0) {
-		r = lr_error_code(r, "cannot open %s: %s", p->device, strerror(-r));
+	r = lr_crypt_init(p->device, &cd);
+	if (r < 0)
 		goto out;
-	}
 	r = format_header(cd, p);
 	if (r < 0)
 		goto out;
