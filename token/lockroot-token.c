@@ -277,5 +277,6 @@ out:
 
 const char *cryptsetup_token_version(void)
 {
-	return "lockroot " LOCKROOT_VERSION;
+	/* libcryptsetup prints "lockroot-<this>": the version alone, as its header asks. */
+	return LOCKROOT_VERSION;
 }
