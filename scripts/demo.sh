@@ -44,6 +44,17 @@ cryptsetup open --test-passphrase --token-only -v "$WORK/disk.img"
 step "lockroot unlock --test (the same, through lockroot itself)"
 "$LOCKROOT" unlock "$WORK/disk.img" --test
 
+step "another TPM (a second swtpm) cannot unseal the key: refused, exit code 5"
+mkdir -p "$WORK/other-tpm"
+swtpm socket --tpm2 --tpmstate dir="$WORK/other-tpm" --server type=unixio,path="$WORK/other-tpm/sock" \
+	--ctrl type=unixio,path="$WORK/other-tpm/sock.ctrl" --flags startup-clear \
+	--pid file="$WORK/other-tpm/pid" --daemon
+for _ in $(seq 100); do [ -S "$WORK/other-tpm/sock" ] && break; sleep 0.1; done
+rc=0
+"$LOCKROOT" unlock "$WORK/disk.img" --test --hsm "tpm2:swtpm:path=$WORK/other-tpm/sock" || rc=$?
+kill "$(cat "$WORK/other-tpm/pid")"
+[ $rc = 5 ] || { echo "demo: expected the other TPM to refuse (exit 5), got $rc" >&2; exit 1; }
+
 step "lockroot status"
 "$LOCKROOT" status "$WORK/disk.img"
 

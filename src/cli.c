@@ -151,6 +151,9 @@ int cli_hsm_setup(const char *cmd, const char *spec, const char *pcrs, const cha
 	r = lr_hsm_parse(spec, hsm);
 	if (r < 0)
 		return lr_exit_code(r);
+	if (strstr(spec, "pin-value="))
+		lr_warn("a pin-value= on the command line can be read by other users (ps, /proc); "
+			"prefer pin-source=file:PATH or --pin-file");
 	if (pcrs) {
 		if (strcmp(hsm->backend->name, "tpm2") != 0)
 			return cli_usage_error(cmd, "--pcrs only applies to --hsm tpm2");

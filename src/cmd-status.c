@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* lockroot status [DEVICE] [--json]: keyslots, tokens, backends and bindings. */
 #include <getopt.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <json-c/json.h>
@@ -29,27 +30,65 @@ static const char *str(struct json_object *o, const char *key)
 	return json_object_object_get_ex(o, key, &v) ? json_object_get_string(v) : "";
 }
 
+/* A value for people: arrays as "a, b", an empty array as "none". */
+static void print_value(const char *label, struct json_object *v)
+{
+	size_t n;
+
+	printf("      %-10s ", label);
+	if (!json_object_is_type(v, json_type_array)) {
+		printf("%s\n", json_object_get_string(v));
+		return;
+	}
+	n = json_object_array_length(v);
+	if (n == 0)
+		printf("none");
+	for (size_t i = 0; i < n; i++)
+		printf("%s%s", i ? ", " : "", json_object_get_string(json_object_array_get_idx(v, i)));
+	printf("\n");
+}
+
+static const char *keyslot_list(struct json_object *t, char *buf, size_t size)
+{
+	struct json_object *arr;
+	size_t off = 0;
+
+	buf[0] = '\0';
+	if (!json_object_object_get_ex(t, "keyslots", &arr))
+		return buf;
+	for (size_t i = 0; i < json_object_array_length(arr) && off < size; i++)
+		off += (size_t)snprintf(buf + off, size - off, "%s%s", i ? "," : "",
+					json_object_get_string(json_object_array_get_idx(arr, i)));
+	return buf;
+}
+
 static void print_token(struct json_object *t)
 {
 	struct json_object *v;
+	char slots[128];
 
 	printf("    token %s: %s", str(t, "id"), str(t, "type"));
+	keyslot_list(t, slots, sizeof(slots));
 	if (strcmp(str(t, "type"), LR_TOKEN_TYPE) == 0) {
 		if (json_object_object_get_ex(t, "error", &v)) {
 			printf(" (%s)\n", json_object_get_string(v));
 			return;
 		}
-		printf(", backend %s, keyslot %s\n", str(t, "backend"), str(t, "keyslots"));
-		printf("      bound to: %s\n", str(t, "bind"));
+		printf(", backend %s, keyslot %s\n", str(t, "backend"), slots);
+		if (json_object_object_get_ex(t, "bind", &v))
+			print_value("bound to:", v);
 		json_object_object_foreach(t, key, val) {
+			char label[64];
+
 			if (!strcmp(key, "id") || !strcmp(key, "type") || !strcmp(key, "backend") ||
 			    !strcmp(key, "keyslots") || !strcmp(key, "bind"))
 				continue;
-			printf("      %s: %s\n", key, json_object_get_string(val));
+			snprintf(label, sizeof(label), "%s:", key);
+			print_value(label, val);
 		}
 		return;
 	}
-	printf(", keyslots %s\n", str(t, "keyslots"));
+	printf(", keyslot%s %s\n", strchr(slots, ',') ? "s" : "", slots);
 }
 
 static void print_text(struct json_object *o)
