@@ -9,6 +9,8 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -52,9 +54,16 @@ int lr_crypt_init(const char *device, struct crypt_device **cd)
 
 static int check_writable(const char *device)
 {
-	int fd = open(device, O_RDWR | O_CLOEXEC);
+	int fd = open(device, O_RDWR | O_CLOEXEC), ro = 0;
+	struct stat st;
 
 	if (fd >= 0) {
+		/* Many kernels open a read-only block device (losetup -r, a locked SD card) for
+		 * writing and fail only the write, deep inside libcryptsetup. */
+		if (fstat(fd, &st) == 0 && S_ISBLK(st.st_mode) && ioctl(fd, BLKROGET, &ro) == 0 && ro) {
+			close(fd);
+			return lr_error_code(-EROFS, "%s is read-only: nothing was changed", device);
+		}
 		close(fd);
 		return 0;
 	}
@@ -125,13 +134,12 @@ static bool keyslot_area_fits(struct crypt_device *cd, int need)
 	size = ((uint64_t)key_size * 4000 + 4095) / 4096 * 4096;
 	for (int i = 0; i < max && n < MAX - 2; i++) {
 		uint64_t o, l;
+		int j;
 
 		if (crypt_keyslot_status(cd, i) == CRYPT_SLOT_INACTIVE || crypt_keyslot_area(cd, i, &o, &l) < 0)
 			continue;
 		/* Insert sorted by offset. */
-		int j = n++;
-
-		for (; j > 0 && off[j - 1] > o; j--) {
+		for (j = n++; j > 0 && off[j - 1] > o; j--) {
 			off[j] = off[j - 1];
 			len[j] = len[j - 1];
 		}
@@ -310,8 +318,12 @@ static int binding_measure(const char *device, uint32_t mask, bool use_default, 
 	r = lr_fingerprint_read(device, &fp);
 	if (r < 0)
 		return r;
-	if (use_default)
+	if (use_default) {
 		mask = lr_fingerprint_default_mask(&fp);
+		if (mask == 0)
+			lr_warn("this host has none of the components lockroot binds to (see 'lockroot "
+				"fingerprint'): the key is bound to the HSM alone");
+	}
 	r = lr_fingerprint_digest(&fp, mask, digest);
 	/* -ENOENT: --bind names a component this host lacks (logged, naming it). That is a bad
 	 * option value, not "no such device". */
@@ -334,13 +346,33 @@ static int binding_measure(const char *device, uint32_t mask, bool use_default, 
 	return 0;
 }
 
+/* Unlock the way a later boot will: from what the token stored, with no PIN typed. When
+ * that needs a PIN, say so (boot will ask for it) and prove the lock with the PIN given now. */
+static int prove_unlock(const struct lr_hsm *hsm, struct json_object *obj, const uint8_t digest[32],
+			struct lr_secret **back)
+{
+	struct lr_hsm boot = { .backend = hsm->backend, .pcr_mask = hsm->pcr_mask };
+	int r;
+
+	lr_log_demote(1);
+	r = hsm->backend->unlock(&boot, obj, digest, back);
+	lr_log_demote(-1);
+	if (r != -ENOANO) {
+		if (r < 0)
+			lr_log_replay();
+		return r;
+	}
+	lr_warn("the %s HSM needs a PIN that the token does not name (no pin-source=file: in the URI): "
+		"unlocking will ask for it, so a board will not boot unattended", hsm->backend->name);
+	return hsm->backend->unlock(hsm, obj, digest, back);
+}
+
 /* Random user key, locked by the HSM, unlocked again and compared: nothing reaches a
  * header unless this round trip works. */
 static int lock_and_prove(const char *device, struct lr_hsm *hsm, uint32_t mask, bool use_default,
 			  struct lock_result *l)
 {
 	_cleanup_secret_ struct lr_secret *key = NULL, *back = NULL;
-	struct lr_hsm again = *hsm;
 	uint8_t digest[32];
 	int r;
 
@@ -359,8 +391,7 @@ static int lock_and_prove(const char *device, struct lr_hsm *hsm, uint32_t mask,
 	r = hsm->backend->lock(hsm, key, digest, l->token.backend_data);
 	if (r < 0)
 		return r;
-	again.config = NULL; /* unlock the way a later boot will: from what the token stored */
-	r = hsm->backend->unlock(&again, l->token.backend_data, digest, &back);
+	r = prove_unlock(hsm, l->token.backend_data, digest, &back);
 	if (r < 0)
 		return lr_error_code(r, "the %s HSM locked the key but cannot unlock it again: nothing was changed",
 				     hsm->backend->name);

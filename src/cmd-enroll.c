@@ -66,7 +66,7 @@ static void report(const struct lr_enroll_params *p, const struct lr_enroll_resu
 		return;
 	}
 	printf("Enrolled %s: keyslot %d, token %d, locked by %s, bound to %s.\n", p->device, res->keyslot,
-	       res->token, p->hsm->backend->name, *bind ? bind : "nothing (--bind none)");
+	       res->token, p->hsm->backend->name, strcmp(bind, "none") ? bind : "no host component");
 	if (res->recovery_key)
 		cli_show_recovery_key(res->recovery_key, res->recovery_keyslot);
 }

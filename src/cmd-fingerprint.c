@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* lockroot fingerprint [--bind LIST] [--device DEV] [--json]: the host identity. */
+#include <errno.h>
 #include <getopt.h>
 #include <string.h>
 
@@ -104,5 +105,6 @@ int cmd_fingerprint(int argc, char **argv)
 		print_text(&fp, mask, r == 0 ? hex : NULL);
 	}
 	lr_fingerprint_done(&fp);
-	return r < 0 ? lr_exit_code(r) : 0;
+	/* -ENOENT: --bind names a component this host lacks: a bad option value, not a device. */
+	return r < 0 ? lr_exit_code(r == -ENOENT ? -EINVAL : r) : 0;
 }
