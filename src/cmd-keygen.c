@@ -48,7 +48,9 @@ int cmd_keygen(int argc, char **argv)
 		r = lr_exit_code(r);
 		goto out;
 	}
-	printf(r == 1 ? "Created the key in the token.\n" : "The key exists already; nothing changed.\n");
+	/* The backend has said which key it created; only "nothing to do" needs saying here. */
+	if (r == 0)
+		printf("The key exists already; nothing changed.\n");
 	r = 0;
 out:
 	lr_hsm_done(&hsm);

@@ -27,8 +27,8 @@ printf 'a passphrase' >"$T/pass"
 expect_ok "$LOCKROOT" format "$IMG" --hsm "$HSM" --bind none --yes --recovery-key "${FAST_RECOVERY[@]}" --key-file "$T/pass"
 RK=$(grep -Eo '[0-9A-Z]{4}(-[0-9A-Z]{4}){7}' "$T/out")
 printf '%s' "$RK" >"$T/rk"
-cryptsetup open --test-passphrase --key-file "$T/rk" "$IMG" || fail "recovery key"
-cryptsetup open --test-passphrase --key-file "$T/pass" "$IMG" || fail "passphrase"
+cryptsetup open --test-passphrase --disable-external-tokens --key-file "$T/rk" "$IMG" || fail "recovery key"
+cryptsetup open --test-passphrase --disable-external-tokens --key-file "$T/pass" "$IMG" || fail "passphrase"
 expect_ok "$LOCKROOT" unlock "$IMG" --test
 expect_ok "$LOCKROOT" unenroll "$IMG"
 

@@ -48,7 +48,7 @@ jq -c "$tok" "$T/status.json" | grep -Eq 'pin-value|1234' && fail "status --json
 
 info "the recovery key opens the volume with stock cryptsetup"
 printf '%s' "$RK" >"$T/rk"
-cryptsetup open --test-passphrase --key-file "$T/rk" --key-slot 2 "$IMG" || fail "recovery key does not open keyslot 2"
+cryptsetup open --test-passphrase --disable-external-tokens --key-file "$T/rk" --key-slot 2 "$IMG" || fail "recovery key does not open keyslot 2"
 
 info "PIN: enroll with --pin-file, then unlock needs the PIN"
 IMG2=$T/disk2.img
@@ -95,8 +95,8 @@ expect_ok "$LOCKROOT" unenroll "$IMG"
 [ "$(jq '[.[0].tokens[] | select(.type=="lockroot")] | length' "$T/status.json")" = 0 ] || fail "token left"
 [ "$(jq -r '[.[0].keyslots[] | .id] | join(",")' "$T/status.json")" = 0,2 ] || fail "keyslot 1 left"
 expect_fail 11 'no lockroot token' "$LOCKROOT" unlock "$IMG" --test
-cryptsetup open --test-passphrase --key-file "$T/rk" "$IMG" || fail "recovery key lost by unenroll"
-cryptsetup open --test-passphrase --key-file "$T/pass" "$IMG" || fail "passphrase lost by unenroll"
+cryptsetup open --test-passphrase --disable-external-tokens --key-file "$T/rk" "$IMG" || fail "recovery key lost by unenroll"
+cryptsetup open --test-passphrase --disable-external-tokens --key-file "$T/pass" "$IMG" || fail "passphrase lost by unenroll"
 expect_ok "$LOCKROOT" unenroll "$IMG2"
 expect_fail 11 'no lockroot token' "$LOCKROOT" unlock "$IMG2" --test
 

@@ -34,10 +34,10 @@ grep -q 'unlocks through its lockroot token (keyslot 1)' "$T/err" || fail "unloc
 
 info "the recovery key opens the volume; what a person types is normalised by lockroot only"
 printf '%s' "$RK" >"$T/rk"
-cryptsetup open --test-passphrase --key-file "$T/rk" --key-slot 2 "$IMG" || fail "recovery key does not open keyslot 2"
+cryptsetup open --test-passphrase --disable-external-tokens --key-file "$T/rk" --key-slot 2 "$IMG" || fail "recovery key does not open keyslot 2"
 
 info "keyscript mode writes the key only to a pipe"
-"$LOCKROOT" unlock "$IMG" --stdout | cryptsetup open --test-passphrase --key-file - --key-slot 1 "$IMG" \
+"$LOCKROOT" unlock "$IMG" --stdout | cryptsetup open --test-passphrase --disable-external-tokens --key-file - --key-slot 1 "$IMG" \
 	|| fail "keyscript output does not open keyslot 1"
 expect_fail 2 'not one' "$LOCKROOT" unlock "$IMG" --stdout
 [ -s "$T/out" ] && fail "the key was written to a file"
@@ -78,7 +78,7 @@ expect_ok "$LOCKROOT" unenroll "$IMG"
 [ "$(jq '[.[0].tokens[] | select(.type=="lockroot")] | length' "$T/status.json")" = 0 ] || fail "token left"
 [ "$(jq -r '[.[0].keyslots[] | .id] | join(",")' "$T/status.json")" = 0,2 ] || fail "keyslot 1 left"
 expect_fail 11 'no lockroot token' "$LOCKROOT" unlock "$IMG" --test
-cryptsetup open --test-passphrase --key-file "$T/rk" "$IMG" || fail "recovery key lost by unenroll"
+cryptsetup open --test-passphrase --disable-external-tokens --key-file "$T/rk" "$IMG" || fail "recovery key lost by unenroll"
 
 info "PCR policy: extending a bound PCR refuses the key"
 need tpm2_pcrextend

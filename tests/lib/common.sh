@@ -9,6 +9,9 @@ TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BUILD=${BUILD:-$TOP/build}
 LOCKROOT=${LOCKROOT:-$BUILD/src/lockroot}
 T=$(mktemp -d "${TMPDIR:-/tmp}/lockroot-test.XXXXXX")
+# Tests that check a key file or passphrase against a keyslot pass --disable-external-tokens:
+# with lockroot's plugin installed (scripts/demo.sh does), stock cryptsetup would otherwise open
+# an enrolled image through the token whatever key file it was given.
 # Fast key derivation for the passphrase keyslots the tests create (never in production).
 FAST_PBKDF=(--pbkdf pbkdf2 --pbkdf-force-iterations 1000)
 # Recovery keyslots in tests: Argon2id, but cheap.

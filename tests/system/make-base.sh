@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# The system-test guest's base root tree: Debian 12 amd64 by mmdebstrap, packed as a tarball in
+# the cache (never in git), keyed by a hash of guest-packages and this script, reused while
+# neither changes. Prints the tarball's path on stdout; progress and mmdebstrap's log on stderr.
+#
+#   tests/system/make-base.sh        (as root; cache: ${LOCKROOT_CACHE:-/var/cache/lockroot-tests})
+#
+# No initramfs is built here (update-initramfs is diverted to a no-op while packages install):
+# build-guest.sh builds it after lockroot is installed, with MODULES=list. The .debs of the
+# second kernel (linux-image-cloud-amd64) are downloaded into the tree's /var/cache/lockroot-debs
+# for build-guest.sh to install later.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+CACHE=${LOCKROOT_CACHE:-/var/cache/lockroot-tests}
+MIRROR=${LOCKROOT_MIRROR:-http://deb.debian.org/debian}
+
+key=$(cat "$HERE/guest-packages" "$HERE/make-base.sh" | sha256sum | cut -c1-16)
+out=$CACHE/base-$key.tar
+if [ -s "$out" ]; then
+	echo "$out"
+	exit 0
+fi
+mkdir -p "$CACHE"
+pkgs=$(grep -v '^#' "$HERE/guest-packages" | xargs | tr ' ' ,)
+echo "make-base: mmdebstrap bookworm amd64 -> $out (a few minutes, once)" >&2
+
+# Modules the guest never needs: dropped to keep the root near 1 GiB (depmod is rerun).
+# shellcheck disable=SC2016
+TRIM='for k in "$1"/usr/lib/modules/*; do
+	(cd "$k/kernel" && rm -rf sound drivers/gpu drivers/media drivers/net/wireless drivers/infiniband \
+		drivers/staging drivers/bluetooth drivers/iio drivers/hid drivers/input/misc drivers/isdn \
+		drivers/usb/gadget drivers/net/ethernet net/wireless net/bluetooth net/mac80211 fs/ocfs2 fs/gfs2 fs/nfs fs/xfs fs/btrfs)
+	chroot "$1" depmod "${k##*/}"
+done'
+
+tmp=$out.tmp.$$
+trap 'rm -f "$tmp"' EXIT
+mmdebstrap --variant=apt --architectures=amd64 --format=tar \
+	--aptopt='APT::Install-Recommends "false"' \
+	--dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+	--dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
+	--dpkgopt='path-exclude=/usr/share/info/*' --dpkgopt='path-exclude=/usr/lib/firmware/*' \
+	--essential-hook='chroot "$1" dpkg-divert --quiet --local --rename --add /usr/sbin/update-initramfs
+		printf "#!/bin/sh\nexit 0\n" >"$1/usr/sbin/update-initramfs"; chmod 755 "$1/usr/sbin/update-initramfs"' \
+	--customize-hook='rm -f "$1/usr/sbin/update-initramfs"
+		chroot "$1" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs' \
+	--customize-hook="$TRIM" \
+	--customize-hook='chroot "$1" apt-get install -y -qq --download-only linux-image-cloud-amd64 >/dev/null
+		mkdir -p "$1/var/cache/lockroot-debs"; mv "$1"/var/cache/apt/archives/*.deb "$1/var/cache/lockroot-debs/"' \
+	--include="$pkgs" \
+	bookworm "$tmp" \
+	"deb $MIRROR bookworm main" "deb $MIRROR bookworm-updates main" \
+	"deb ${MIRROR%/debian}/debian-security bookworm-security main" >&2
+mv "$tmp" "$out"
+trap - EXIT
+# Older bases (another package list) are of no further use.
+find "$CACHE" -maxdepth 1 -name 'base-*.tar' ! -name "base-$key.tar" -delete
+echo "$out"
