@@ -18,7 +18,7 @@ printf '4321' >"$T/pin.wrong"
 
 info "keygen creates the token key, then says it exists"
 expect_ok "$LOCKROOT" keygen --hsm "$HSM"
-grep -q 'Created the key' "$T/out" || fail "keygen did not say it created the key: $(cat "$T/out")"
+grep -q 'Created a non-extractable AES-256 key' "$T/err" || fail "keygen did not say it created the key: $(cat "$T/err")"
 expect_ok "$LOCKROOT" keygen --hsm "$HSM"
 grep -q 'exists already' "$T/out" || fail "a second keygen did not say the key exists: $(cat "$T/out")"
 pkcs11-tool --module "$P11_MODULE" --token-label "$P11_TOKEN" --login --pin 1234 --list-objects --type secrkey \
