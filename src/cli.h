@@ -53,6 +53,7 @@ int cmd_unenroll(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_fingerprint(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
+int cmd_setup_boot(int argc, char **argv);
 
 /* --hsm SPEC [--pcrs LIST] [--pin-file F] into an lr_hsm; *pin owns the PIN. Exit code. */
 int cli_hsm_setup(const char *cmd, const char *spec, const char *pcrs, const char *pin_file,

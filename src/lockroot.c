@@ -18,6 +18,7 @@ static const struct {
 	{ "status", cmd_status, "show keyslots, tokens, backends and bindings" },
 	{ "fingerprint", cmd_fingerprint, "show the host identity a key is bound to" },
 	{ "keygen", cmd_keygen, "create the HSM key (PKCS#11) if it does not exist" },
+	{ "setup-boot", cmd_setup_boot, "unlock an encrypted root at boot through the HSM" },
 };
 
 static void usage(FILE *f)
