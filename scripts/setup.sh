@@ -8,7 +8,7 @@ PACKAGES="
   libcryptsetup-dev cryptsetup-bin libjson-c-dev libssl-dev
   libtss2-dev swtpm tpm2-tools
   libp11-kit-dev p11-kit softhsm2 opensc
-  jq util-linux procps
+  jq util-linux procps expect mmdebstrap
 "
 if [ "$(id -u)" != 0 ]; then
 	echo "setup.sh: run as root (it installs Debian packages)" >&2

@@ -1,13 +1,23 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* lockroot unlock DEVICE [NAME]: activate through the lockroot token, check it, or act as a
- * crypttab keyscript. */
+ * crypttab keyscript (--stdout, or --keyscript at boot: wait for the HSM, else ask a person). */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
+
+/* Debian's askpass knows plymouth, the console and the passfifo of remote unlocking. */
+#define ASKPASS "/lib/cryptsetup/askpass"
+#define DEFAULT_TIMEOUT_S 30
+#define POLL_MS 250
+#define TYPED_MAX 512
 
 static void help(void)
 {
@@ -17,18 +27,30 @@ static void help(void)
 	       "  --test           only check that the token unlocks the volume (no NAME, no device-mapper)\n"
 	       "  --stdout         keyscript mode for /etc/crypttab: write the key to standard output,\n"
 	       "                   which must be a pipe\n"
+	       "  --keyscript      boot mode (/usr/lib/lockroot/keyscript): as --stdout, but wait for the\n"
+	       "                   HSM, and when it cannot unlock say why and ask for the recovery key or\n"
+	       "                   a passphrase instead; with CRYPTTAB_TRIED > 0 ask at once\n"
+	       "  --timeout S      --keyscript: wait at most S seconds for the HSM (default: lockroot.timeout=\n"
+	       "                   on the kernel command line, else %d)\n"
+	       "  --prompt-tty TTY --keyscript: ask on TTY instead of through %s or /dev/console\n"
 	       "  --token ID       use only this token\n"
 	       "  --hsm SPEC       use this TCTI / PKCS#11 URI instead of the one stored in the token\n"
 	       "  --pin-file F     PKCS#11 user PIN (asked on the terminal when needed and none is given)\n"
 	       "  --readonly       activate read-only\n"
-	       "  --allow-discards pass discards through to the device\n");
+	       "  --allow-discards pass discards through to the device\n", DEFAULT_TIMEOUT_S, ASKPASS);
 }
 
-enum { OPT_TEST = 256, OPT_STDOUT, OPT_TOKEN, OPT_HSM, OPT_PIN_FILE, OPT_READONLY, OPT_DISCARD };
+enum {
+	OPT_TEST = 256, OPT_STDOUT, OPT_KEYSCRIPT, OPT_TIMEOUT, OPT_PROMPT_TTY, OPT_TOKEN, OPT_HSM,
+	OPT_PIN_FILE, OPT_READONLY, OPT_DISCARD,
+};
 
 static const struct option options[] = {
 	{ "test", no_argument, NULL, OPT_TEST },
 	{ "stdout", no_argument, NULL, OPT_STDOUT },
+	{ "keyscript", no_argument, NULL, OPT_KEYSCRIPT },
+	{ "timeout", required_argument, NULL, OPT_TIMEOUT },
+	{ "prompt-tty", required_argument, NULL, OPT_PROMPT_TTY },
 	{ "token", required_argument, NULL, OPT_TOKEN },
 	{ "hsm", required_argument, NULL, OPT_HSM },
 	{ "pin-file", required_argument, NULL, OPT_PIN_FILE },
@@ -36,6 +58,13 @@ static const struct option options[] = {
 	{ "allow-discards", no_argument, NULL, OPT_DISCARD },
 	{ "help", no_argument, NULL, 'h' },
 	{ 0 },
+};
+
+struct keyscript {
+	bool on;
+	bool have_timeout;
+	uint32_t timeout;          /* seconds */
+	const char *prompt_tty;    /* NULL: askpass, else /dev/console */
 };
 
 static int write_key(const struct lr_secret *key)
@@ -63,10 +92,282 @@ static int stdout_is_pipe(void)
 	return fstat(STDOUT_FILENO, &st) == 0 && S_ISFIFO(st.st_mode);
 }
 
+/* ---- keyscript: waiting for the HSM ---- */
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_BOOTTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void nap_ms(uint64_t ms)
+{
+	struct timespec ts = { .tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000 };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+/* lockroot.timeout=N from the kernel command line (the last one wins, as for the kernel's
+ * own parameters); read through LOCKROOT_SYSROOT so that tests can present one. */
+static uint32_t cmdline_timeout(void)
+{
+	_cleanup_free_ char *cmdline = NULL;
+	uint32_t t = DEFAULT_TIMEOUT_S;
+	size_t len;
+	char *save = NULL;
+
+	if (lr_sysroot_read("/proc/cmdline", &cmdline, &len) < 0)
+		return t;
+	for (char *w = strtok_r(cmdline, " \t\n", &save); w; w = strtok_r(NULL, " \t\n", &save)) {
+		char *end;
+		unsigned long v;
+
+		if (strncmp(w, "lockroot.timeout=", 17) != 0)
+			continue;
+		errno = 0;
+		v = strtoul(w + 17, &end, 10);
+		if (errno || end == w + 17 || *end || v > 3600)
+			fprintf(stderr, "lockroot: ignoring '%s' (seconds, at most 3600)\n", w);
+		else
+			t = (uint32_t)v;
+	}
+	return t;
+}
+
+/* Run a helper with nothing of ours: its output must never reach the key pipe. */
+static int run_quiet(char *const argv[])
+{
+	pid_t pid = fork();
+	int status;
+
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		int fd = open("/dev/null", O_RDWR);
+
+		if (fd >= 0) {
+			dup2(fd, STDIN_FILENO);
+			dup2(fd, STDOUT_FILENO);
+			dup2(fd, STDERR_FILENO);
+		}
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return -errno;
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EIO;
+}
+
+/* TPM drivers that are modules rather than built in; whichever is absent just fails. */
+static void load_tpm_drivers(void)
+{
+	static const char *const drivers[] = { "tpm_tis", "tpm_crb", "tpm_tis_spi", "tpm_tis_i2c" };
+
+	for (size_t i = 0; i < LR_ELEMENTSOF(drivers); i++) {
+		char *argv[] = { (char *)"modprobe", (char *)"-q", (char *)drivers[i], NULL };
+
+		(void)run_quiet(argv);
+	}
+}
+
+/* While polling (this log hook is installed only then), each attempt's messages are held
+ * back and only the last attempt's are printed, so that a wait of 30 s does not fill the
+ * console with "no TPM found". */
+static struct {
+	size_t n;
+	int level[16];
+	char *msg[16];
+} held;
+
+static void held_log(int level, const char *msg, void *userdata)
+{
+	(void)userdata;
+	if (held.n < LR_ELEMENTSOF(held.msg) && (held.msg[held.n] = strdup(msg)))
+		held.level[held.n++] = level;
+}
+
+static void held_drop(bool print)
+{
+	for (size_t i = 0; i < held.n; i++) {
+		if (print)
+			cli_log(held.level[i], held.msg[i], NULL);
+		free(held.msg[i]);
+	}
+	held.n = 0;
+}
+
+/* Unlock, retrying while the HSM is absent (-ENODEV) until timeout_s has passed. */
+static int unlock_waiting(const struct lr_unlock_params *p, uint32_t timeout_s, struct lr_secret **key)
+{
+	uint64_t end = now_ms() + (uint64_t)timeout_s * 1000;
+	bool waited = false;
+	int r;
+
+	lr_set_log(held_log, NULL);
+	for (;;) {
+		uint64_t now;
+
+		r = lr_unlock(p, key);
+		now = now_ms();
+		if (r != -ENODEV || now >= end)
+			break;
+		if (!waited) {
+			fprintf(stderr, "lockroot: waiting for the TPM/HSM of %s (up to %u s) ...\n", p->device,
+				timeout_s);
+			waited = true;
+		}
+		held_drop(false);
+		nap_ms(end - now < POLL_MS ? end - now : POLL_MS);
+	}
+	lr_set_log(cli_log, NULL);
+	held_drop(true);
+	if (r == -ENODEV && waited)
+		fprintf(stderr, "lockroot: gave up waiting for the TPM/HSM after %u s\n", timeout_s);
+	return r;
+}
+
+/* ---- keyscript: asking a person ---- */
+
+static void strip_newline(struct lr_secret *s)
+{
+	while (s->len && (s->data[s->len - 1] == '\n' || s->data[s->len - 1] == '\r'))
+		s->data[--s->len] = 0;
+}
+
+static int ask_askpass(const char *prompt, struct lr_secret **out)
+{
+	_cleanup_secret_ struct lr_secret *s = NULL;
+	int fd[2], status, r;
+	pid_t pid;
+
+	if (pipe2(fd, O_CLOEXEC) < 0)
+		return -errno;
+	pid = fork();
+	if (pid < 0) {
+		r = -errno;
+		close(fd[0]);
+		close(fd[1]);
+		return r;
+	}
+	if (pid == 0) {
+		dup2(fd[1], STDOUT_FILENO);
+		execl(ASKPASS, ASKPASS, prompt, (char *)NULL);
+		_exit(127);
+	}
+	close(fd[1]);
+	r = lr_secret_read_fd(fd[0], TYPED_MAX, &s);
+	close(fd[0]);
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return -errno;
+	if (r < 0)
+		return lr_error_code(r, "cannot read from %s: %s", ASKPASS, strerror(-r));
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		return lr_error_code(-EPERM, "%s failed: nothing was typed", ASKPASS);
+	strip_newline(s);
+	*out = s;
+	s = NULL;
+	return 0;
+}
+
+/* The console of the initramfs is nobody's controlling terminal, so /dev/tty cannot be used. */
+static int ask_tty(const char *tty, const char *prompt, struct lr_secret **out)
+{
+	_cleanup_secret_ struct lr_secret *s = lr_secret_new(TYPED_MAX + 1);
+	struct termios old, quiet;
+	bool restore = false;
+	char c = 0;
+	int fd;
+
+	if (!s)
+		return -ENOMEM;
+	fd = open(tty, O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0)
+		return lr_error_code(-errno, "cannot open %s to ask for the recovery key: %s", tty, strerror(errno));
+	if (tcgetattr(fd, &old) == 0) {
+		quiet = old;
+		quiet.c_lflag &= ~(tcflag_t)ECHO;
+		quiet.c_lflag |= ICANON;
+		restore = tcsetattr(fd, TCSAFLUSH, &quiet) == 0;
+	}
+	dprintf(fd, "%s", prompt);
+	for (;;) {
+		ssize_t k = read(fd, &c, 1);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0 || c == '\n' || c == '\r')
+			break;
+		if (s->len < TYPED_MAX)
+			s->data[s->len++] = (uint8_t)c;
+	}
+	c = 0;
+	dprintf(fd, "\n");
+	if (restore)
+		tcsetattr(fd, TCSAFLUSH, &old);
+	close(fd);
+	*out = s;
+	s = NULL;
+	return 0;
+}
+
+/* Ask, and write to stdout the normalised recovery key or the passphrase as typed. */
+static int ask_and_write(const struct keyscript *ks, const char *name)
+{
+	_cleanup_secret_ struct lr_secret *typed = NULL, *key = NULL;
+	char prompt[256];
+	int r;
+
+	snprintf(prompt, sizeof(prompt), "Enter the recovery key or a passphrase for %s: ", name);
+	if (!ks->prompt_tty && access(ASKPASS, X_OK) == 0)
+		r = ask_askpass(prompt, &typed);
+	else
+		r = ask_tty(ks->prompt_tty ? ks->prompt_tty : "/dev/console", prompt, &typed);
+	if (r < 0)
+		return r;
+	if (typed->len == 0)
+		return lr_error_code(-EPERM, "no recovery key or passphrase was typed for %s", name);
+	/* typed is NUL-terminated: its capacity is one more than it may hold, and zeroed. */
+	if (lr_recovery_key_normalize((const char *)typed->data, &key) < 0) {
+		key = typed;
+		typed = NULL;
+	}
+	return write_key(key) == 0 ? 0 : -EIO;
+}
+
+static int run_keyscript(const struct keyscript *ks, const struct lr_unlock_params *p)
+{
+	_cleanup_secret_ struct lr_secret *key = NULL;
+	const char *name = getenv("CRYPTTAB_NAME");
+	const char *tried = getenv("CRYPTTAB_TRIED");
+	int r;
+
+	if (!name || !*name)
+		name = p->device;
+	/* cryptroot calls us again after cryptsetup rejected a key: what the HSM said will
+	 * not have changed, so only a person can help now. */
+	if (tried && strtoul(tried, NULL, 10) > 0) {
+		fprintf(stderr, "lockroot: the previous key for %s was rejected; not asking the TPM/HSM again\n", name);
+		return ask_and_write(ks, name);
+	}
+	load_tpm_drivers();
+	r = unlock_waiting(p, ks->have_timeout ? ks->timeout : cmdline_timeout(), &key);
+	if (r >= 0)
+		return write_key(key) == 0 ? 0 : -EIO;
+	fprintf(stderr, "lockroot: %s was not unlocked by its TPM/HSM (see above); "
+		"falling back to the recovery key\n", name);
+	return ask_and_write(ks, name);
+}
+
 int cmd_unlock(int argc, char **argv)
 {
 	_cleanup_secret_ struct lr_secret *pin = NULL, *key = NULL;
 	struct lr_unlock_params p = { .token = -1 };
+	struct keyscript ks = { 0 };
 	struct lr_hsm hsm = { 0 };
 	const char *spec = NULL, *pin_file = NULL;
 	bool test = false, to_stdout = false;
@@ -77,10 +378,17 @@ int cmd_unlock(int argc, char **argv)
 		switch (c) {
 		case OPT_TEST: test = true; break;
 		case OPT_STDOUT: to_stdout = true; break;
+		case OPT_KEYSCRIPT: ks.on = to_stdout = true; break;
+		case OPT_PROMPT_TTY: ks.prompt_tty = optarg; break;
 		case OPT_HSM: spec = optarg; break;
 		case OPT_PIN_FILE: pin_file = optarg; break;
 		case OPT_READONLY: p.readonly = true; break;
 		case OPT_DISCARD: p.discard = true; break;
+		case OPT_TIMEOUT:
+			if ((r = cli_parse_uint("unlock", "--timeout", optarg, &ks.timeout)))
+				return r;
+			ks.have_timeout = true;
+			break;
 		case OPT_TOKEN:
 			if ((r = cli_parse_uint("unlock", "--token", optarg, &token)))
 				return r;
@@ -94,12 +402,16 @@ int cmd_unlock(int argc, char **argv)
 		return cli_usage_error("unlock", "expected DEVICE [NAME]");
 	p.device = argv[optind];
 	p.name = argc - optind == 2 ? argv[optind + 1] : NULL;
+	if (!*p.device)
+		return cli_usage_error("unlock", "DEVICE is empty (is CRYPTTAB_SOURCE set?)");
 	if (test && to_stdout)
-		return cli_usage_error("unlock", "--test and --stdout exclude each other");
+		return cli_usage_error("unlock", "--test excludes --stdout and --keyscript");
 	if ((test || to_stdout) && p.name)
-		return cli_usage_error("unlock", "NAME makes no sense with --test or --stdout");
+		return cli_usage_error("unlock", "NAME makes no sense with --test, --stdout or --keyscript");
 	if (!test && !to_stdout && !p.name)
 		return cli_usage_error("unlock", "NAME is needed to activate (or use --test)");
+	if (!ks.on && (ks.have_timeout || ks.prompt_tty))
+		return cli_usage_error("unlock", "--timeout and --prompt-tty only apply to --keyscript");
 	if (to_stdout && !stdout_is_pipe()) {
 		fprintf(stderr, "lockroot unlock: --stdout writes the key only to a pipe (a crypttab keyscript), "
 			"and standard output is not one\n");
@@ -115,6 +427,10 @@ int cmd_unlock(int argc, char **argv)
 		goto out;
 	hsm.pin = pin;
 	p.hsm_override = &hsm;
+	if (ks.on) {
+		r = run_keyscript(&ks, &p);
+		goto out;
+	}
 	r = lr_unlock(&p, to_stdout ? &key : NULL);
 	if (r == -ENOANO && !pin_file && !to_stdout && isatty(STDIN_FILENO)) {
 		r = cli_read_passphrase(NULL, "the HSM PIN", &pin);
