@@ -67,46 +67,59 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
 	return LR_EXIT_USAGE;
 }
 
-static int read_tty(const char *prompt, size_t max, struct lr_secret **out)
+int cli_read_tty(const char *tty, const char *prompt, size_t max, struct lr_secret **out)
 {
+	_cleanup_secret_ struct lr_secret *s = lr_secret_new(max + 1);
 	struct termios old, quiet;
-	struct lr_secret *s;
-	int fd, r = 0;
+	bool restore = false;
+	char c = 0;
+	int fd;
 
-	fd = open("/dev/tty", O_RDWR | O_CLOEXEC | O_NOCTTY);
-	if (fd < 0)
-		return lr_error_code(-ENOTTY, "no terminal to ask for the %s: use --key-file", prompt);
-	s = lr_secret_new(max + 1);
-	if (!s) {
-		close(fd);
+	if (!s)
 		return -ENOMEM;
-	}
+	fd = open(tty, O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0)
+		return lr_error_code(-errno, "cannot open %s to ask: %s", tty, strerror(errno));
 	if (tcgetattr(fd, &old) == 0) {
 		quiet = old;
 		quiet.c_lflag &= ~(tcflag_t)ECHO;
-		tcsetattr(fd, TCSAFLUSH, &quiet);
+		quiet.c_lflag |= ICANON;
+		restore = tcsetattr(fd, TCSAFLUSH, &quiet) == 0;
 	}
-	dprintf(fd, "Enter %s: ", prompt);
+	dprintf(fd, "%s", prompt);
 	for (;;) {
-		char c;
 		ssize_t k = read(fd, &c, 1);
 
 		if (k < 0 && errno == EINTR)
 			continue;
-		if (k <= 0 || c == '\n')
+		if (k <= 0 || c == '\n' || c == '\r')
 			break;
 		if (s->len < max)
 			s->data[s->len++] = (uint8_t)c;
 	}
+	c = 0;
 	dprintf(fd, "\n");
-	tcsetattr(fd, TCSAFLUSH, &old);
+	if (restore)
+		tcsetattr(fd, TCSAFLUSH, &old);
 	close(fd);
-	if (s->len == 0)
-		r = lr_error_code(-EPERM, "no %s given", prompt);
-	if (r < 0)
-		lr_secret_free(s);
-	else
-		*out = s;
+	*out = s;
+	s = NULL;
+	return 0;
+}
+
+static int read_tty(const char *what, size_t max, struct lr_secret **out)
+{
+	char prompt[128];
+	int r;
+
+	if (access("/dev/tty", R_OK | W_OK) < 0)
+		return lr_error_code(-ENOTTY, "no terminal to ask for %s: use --key-file", what);
+	snprintf(prompt, sizeof(prompt), "Enter %s: ", what);
+	r = cli_read_tty("/dev/tty", prompt, max, out);
+	if (r == 0 && (*out)->len == 0) {
+		lr_secret_freep(out);
+		return lr_error_code(-EPERM, "no %s given", what);
+	}
 	return r;
 }
 

@@ -42,6 +42,9 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format
 /* A passphrase from --key-file F ("-" = stdin) or, when F is NULL, from the terminal with
  * echo off ("prompt"). -errno, logged. */
 int cli_read_passphrase(const char *key_file, const char *prompt, struct lr_secret **out);
+/* Ask on terminal tty (opened, not made controlling) with echo off; at most max bytes, up
+ * to a newline. An empty answer is a secret of length 0. */
+int cli_read_tty(const char *tty, const char *prompt, size_t max, struct lr_secret **out);
 /* A PIN from --pin-file F. NULL F: *out = NULL, 0. */
 int cli_read_pin(const char *pin_file, struct lr_secret **out);
 

@@ -274,47 +274,6 @@ static int ask_askpass(const char *prompt, struct lr_secret **out)
 	return 0;
 }
 
-/* The console of the initramfs is nobody's controlling terminal, so /dev/tty cannot be used. */
-static int ask_tty(const char *tty, const char *prompt, struct lr_secret **out)
-{
-	_cleanup_secret_ struct lr_secret *s = lr_secret_new(TYPED_MAX + 1);
-	struct termios old, quiet;
-	bool restore = false;
-	char c = 0;
-	int fd;
-
-	if (!s)
-		return -ENOMEM;
-	fd = open(tty, O_RDWR | O_NOCTTY | O_CLOEXEC);
-	if (fd < 0)
-		return lr_error_code(-errno, "cannot open %s to ask for the recovery key: %s", tty, strerror(errno));
-	if (tcgetattr(fd, &old) == 0) {
-		quiet = old;
-		quiet.c_lflag &= ~(tcflag_t)ECHO;
-		quiet.c_lflag |= ICANON;
-		restore = tcsetattr(fd, TCSAFLUSH, &quiet) == 0;
-	}
-	dprintf(fd, "%s", prompt);
-	for (;;) {
-		ssize_t k = read(fd, &c, 1);
-
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0 || c == '\n' || c == '\r')
-			break;
-		if (s->len < TYPED_MAX)
-			s->data[s->len++] = (uint8_t)c;
-	}
-	c = 0;
-	dprintf(fd, "\n");
-	if (restore)
-		tcsetattr(fd, TCSAFLUSH, &old);
-	close(fd);
-	*out = s;
-	s = NULL;
-	return 0;
-}
-
 /* Ask, and write to stdout the normalised recovery key or the passphrase as typed. */
 static int ask_and_write(const struct keyscript *ks, const char *name)
 {
@@ -326,7 +285,8 @@ static int ask_and_write(const struct keyscript *ks, const char *name)
 	if (!ks->prompt_tty && access(ASKPASS, X_OK) == 0)
 		r = ask_askpass(prompt, &typed);
 	else
-		r = ask_tty(ks->prompt_tty ? ks->prompt_tty : "/dev/console", prompt, &typed);
+		/* The console of the initramfs is nobody's controlling terminal: not /dev/tty. */
+		r = cli_read_tty(ks->prompt_tty ? ks->prompt_tty : "/dev/console", prompt, TYPED_MAX, &typed);
 	if (r < 0)
 		return r;
 	if (typed->len == 0)

@@ -80,6 +80,18 @@ expect_ok "$LOCKROOT" unenroll "$IMG"
 expect_fail 11 'no lockroot token' "$LOCKROOT" unlock "$IMG" --test
 cryptsetup open --test-passphrase --disable-external-tokens --key-file "$T/rk" "$IMG" || fail "recovery key lost by unenroll"
 
+info "without --key-file the passphrase is asked on the terminal, not echoed"
+need expect
+make_luks2 "$T/tty.img"
+expect -c "set timeout 60
+spawn $LOCKROOT enroll $T/tty.img --hsm $HSM --bind none
+expect {an existing passphrase of the volume: } { send \"test-passphrase\\r\" } timeout { exit 2 }
+expect eof
+lassign [wait] pid spawnid os rc
+exit \$rc" >"$T/tty.out" 2>&1 || { cat "$T/tty.out" >&2; fail "enroll with a typed passphrase"; }
+grep -q "test-passphrase" "$T/tty.out" && fail "the typed passphrase was echoed"
+grep -q Enrolled "$T/tty.out" || fail "no enrolment: $(cat "$T/tty.out")"
+
 info "PCR policy: extending a bound PCR refuses the key"
 need tpm2_pcrextend
 make_luks2 "$IMG2"
