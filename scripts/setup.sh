@@ -9,6 +9,7 @@ PACKAGES="
   libtss2-dev swtpm tpm2-tools
   libp11-kit-dev p11-kit softhsm2 opensc
   jq util-linux procps expect mmdebstrap
+  qemu-system-x86 mtools dosfstools fdisk e2fsprogs python3-pexpect
 "
 if [ "$(id -u)" != 0 ]; then
 	echo "setup.sh: run as root (it installs Debian packages)" >&2

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
+# shellcheck disable=SC2016 # mmdebstrap runs the hooks with the tree as $1: single quotes on purpose
 # The system-test guest's base root tree: Debian 12 amd64 by mmdebstrap, packed as a tarball in
 # the cache (never in git), keyed by a hash of guest-packages and this script, reused while
 # neither changes. Prints the tarball's path on stdout; progress and mmdebstrap's log on stderr.
@@ -26,7 +27,6 @@ pkgs=$(grep -v '^#' "$HERE/guest-packages" | xargs | tr ' ' ,)
 echo "make-base: mmdebstrap bookworm amd64 -> $out (a few minutes, once)" >&2
 
 # Modules the guest never needs: dropped to keep the root near 1 GiB (depmod is rerun).
-# shellcheck disable=SC2016
 TRIM='for k in "$1"/usr/lib/modules/*; do
 	(cd "$k/kernel" && rm -rf sound drivers/gpu drivers/media drivers/net/wireless drivers/infiniband \
 		drivers/staging drivers/bluetooth drivers/iio drivers/hid drivers/input/misc drivers/isdn \
@@ -46,7 +46,8 @@ mmdebstrap --variant=apt --architectures=amd64 --format=tar \
 	--customize-hook='rm -f "$1/usr/sbin/update-initramfs"
 		chroot "$1" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs' \
 	--customize-hook="$TRIM" \
-	--customize-hook='chroot "$1" apt-get install -y -qq --download-only linux-image-cloud-amd64 >/dev/null
+	--customize-hook='rm -f "$1"/var/cache/apt/archives/*.deb
+		chroot "$1" apt-get install -y -qq --download-only linux-image-cloud-amd64 >/dev/null
 		mkdir -p "$1/var/cache/lockroot-debs"; mv "$1"/var/cache/apt/archives/*.deb "$1/var/cache/lockroot-debs/"' \
 	--include="$pkgs" \
 	bookworm "$tmp" \

@@ -1,0 +1,264 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# Build the system-test guest disk: Debian 12 amd64 laid out like a Raspberry Pi SD card, with
+# the current lockroot installed and its root encrypted with LUKS2.
+#
+#   tests/system/build-guest.sh [--plain] [--keyfile-initrd] [OUTDIR]
+#     OUTDIR            default ${BUILD:-build}/system/guest
+#     --plain           crypttab without lockroot's keyscript (cryptsetup's own passphrase prompt)
+#                       -- automatic while lockroot installs no /usr/lib/lockroot/keyscript
+#     --keyfile-initrd  also build initrd-keyfile.img: a keyscript that cats a key file baked into
+#                       the initramfs (bench/boot.sh's comparison, never a way to deploy)
+#
+# Disk (MBR): partition 1 FAT32 "boot" with config.txt, cmdline.txt, vmlinuz, initrd.img and every
+# kernel's vmlinuz-VER / initrd.img-VER (what raspi-firmware would copy there); partition 2 the
+# LUKS2 root (test passphrase in keyslot 0, PBKDF2 1000 iterations), ext4 inside.
+# Writes OUTDIR/disk.img, OUTDIR/guest.json (facts the tests need), OUTDIR/test-passphrase.
+#
+# The base tree comes from make-base.sh (cached). Then, each run, in a chroot on the host:
+# lockroot installed by meson, guest configuration written, initramfs built with MODULES=list,
+# linux-image-cloud-amd64 installed after lockroot (so its kernel hooks run), root file system
+# made with mkfs.ext4 -d and encrypted offline with cryptsetup reencrypt (no device-mapper needed).
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+TOP=$(cd "$HERE/../.." && pwd)
+SRC=${LOCKROOT_SRC:-$TOP}  # the lockroot source tree to install into the guest
+PLAIN=0 KEYFILE_INITRD=0
+while [ $# -gt 0 ]; do
+	case $1 in
+	--plain) PLAIN=1; shift ;;
+	--keyfile-initrd) KEYFILE_INITRD=1; shift ;;
+	-h|--help) sed -n '3,20p' "$0"; exit 0 ;;
+	-*) echo "build-guest: unknown option $1" >&2; exit 2 ;;
+	*) break ;;
+	esac
+done
+SYSBUILD=${BUILD:-$TOP/build}/system
+OUT=$(realpath -m "${1:-$SYSBUILD/guest}")
+W=$OUT/work
+tree=$W/tree
+step_t=$SECONDS
+step() { echo "build-guest: [$((SECONDS - step_t))s] $*" >&2; }
+
+# Guest facts (also in guest.json).
+HOSTNAME=lockroot-guest
+PASSPHRASE=lockroot-system-test-passphrase
+ROOT_MB=${LOCKROOT_GUEST_ROOT_MB:-1024}
+BOOT_MB=256
+HEADER=32M
+MODULES="virtio_pci virtio_blk virtio_scsi ext4 crc32c_generic dm_mod dm_crypt xts aes_generic aesni_intel cbc sha256_generic tpm_tis tpm_crb"
+
+# ---------------------------------------------------------------------------------------------
+cleanup_mounts() {
+	local m
+	for m in dev/pts dev proc sys; do
+		mountpoint -q "$tree/$m" 2>/dev/null && umount -l "$tree/$m"
+	done
+	return 0
+}
+trap cleanup_mounts EXIT
+
+base=$("$HERE/make-base.sh")
+step "base tree $base"
+cleanup_mounts
+rm -rf "$OUT"
+mkdir -p "$tree"
+tar -C "$tree" --numeric-owner -xpf "$base"
+
+# ---------------------------------------------------------------------------------------------
+# lockroot, as a distribution package would install it. Own build dir (prefix /usr), kept
+# between runs so only what changed is rebuilt.
+LB=$SYSBUILD/lockroot-build
+[ -f "$LB/build.ninja" ] && ! grep -qF "$SRC" "$LB/build.ninja" && rm -rf "$LB"
+if [ ! -f "$LB/build.ninja" ]; then
+	rm -rf "$LB"
+	meson setup "$LB" "$SRC" --prefix=/usr >"$SYSBUILD/lockroot-setup.log" 2>&1 \
+		|| { cat "$SYSBUILD/lockroot-setup.log" >&2; exit 1; }
+fi
+ninja -C "$LB" >"$SYSBUILD/lockroot-ninja.log" 2>&1 || { cat "$SYSBUILD/lockroot-ninja.log" >&2; exit 1; }
+DESTDIR=$tree meson install -C "$LB" --no-rebuild --quiet >"$SYSBUILD/lockroot-install.log" 2>&1 \
+	|| { cat "$SYSBUILD/lockroot-install.log" >&2; exit 1; }
+step "lockroot installed into the tree"
+KEYSCRIPT=/usr/lib/lockroot/keyscript
+if [ ! -x "$tree$KEYSCRIPT" ]; then
+	[ $PLAIN = 1 ] || echo "build-guest: lockroot installs no $KEYSCRIPT yet: plain passphrase crypttab" >&2
+	PLAIN=1
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Guest configuration.
+LUKS_UUID=$(cat /proc/sys/kernel/random/uuid)
+FS_UUID=$(cat /proc/sys/kernel/random/uuid)
+LABEL_ID=0x$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')
+BOOT_PARTUUID=${LABEL_ID#0x}-01
+
+echo "$HOSTNAME" >"$tree/etc/hostname"
+printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n' "$HOSTNAME" >"$tree/etc/hosts"
+chroot "$tree" passwd -dq root
+if [ $PLAIN = 1 ]; then
+	echo "cryptroot UUID=$LUKS_UUID none luks,discard,initramfs" >"$tree/etc/crypttab"
+else
+	echo "cryptroot UUID=$LUKS_UUID none luks,discard,initramfs,keyscript=$KEYSCRIPT" >"$tree/etc/crypttab"
+fi
+cat >"$tree/etc/fstab" <<EOF
+/dev/mapper/cryptroot / ext4 errors=remount-ro,noatime 0 1
+PARTUUID=$BOOT_PARTUUID /boot/firmware vfat defaults,noatime 0 2
+EOF
+mkdir -p "$tree/boot/firmware"
+
+# Root autologin on the serial console, so the tests can run commands.
+mkdir -p "$tree/etc/systemd/system/serial-getty@ttyS0.service.d"
+cat >"$tree/etc/systemd/system/serial-getty@ttyS0.service.d/autologin.conf" <<'EOF'
+[Service]
+ExecStart=
+ExecStart=-/sbin/agetty --autologin root --noclear --keep-baud 115200,38400,9600 %I $TERM
+EOF
+: >"$tree/etc/motd"
+# Units a test guest never needs (each costs seconds under TCG): VGA gettys, periodic jobs.
+for u in getty-static.service getty@tty1.service apt-daily.timer apt-daily-upgrade.timer \
+	dpkg-db-backup.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer \
+	systemd-tmpfiles-clean.timer; do
+	ln -sf /dev/null "$tree/etc/systemd/system/$u"
+done
+
+# The passphrase of keyslot 0: the first enrolment authorises with it.
+install -m 600 /dev/null "$tree/root/test-passphrase"
+printf '%s' "$PASSPHRASE" >"$tree/root/test-passphrase"
+mkdir -p "$OUT"
+install -m 600 /dev/null "$OUT/test-passphrase"
+printf '%s' "$PASSPHRASE" >"$OUT/test-passphrase"
+
+# initramfs: only the modules a q35 guest needs (MODULES=most would take many minutes). In a
+# chroot the cryptsetup hook cannot see the root's cipher: CRYPTSETUP=y and the crypttab
+# "initramfs" option make it include the volume anyway.
+echo MODULES=list >"$tree/etc/initramfs-tools/conf.d/lockroot-test"
+# shellcheck disable=SC2086 # a list of words
+printf '%s\n' $MODULES >>"$tree/etc/initramfs-tools/modules"
+mkdir -p "$tree/etc/cryptsetup-initramfs"
+echo CRYPTSETUP=y >>"$tree/etc/cryptsetup-initramfs/conf-hook"
+# The tests' marker on the console: the root file system is mounted (guest uptime included).
+cat >"$tree/etc/initramfs-tools/scripts/local-bottom/lockroot-test-marker" <<'EOF'
+#!/bin/sh
+# System tests only: tell the harness (serial console) that the root file system is mounted.
+case $1 in prereqs) exit 0 ;; esac
+read -r up _ </proc/uptime
+echo "lockroot-test: root mounted, uptime ${up}s"
+EOF
+chmod 755 "$tree/etc/initramfs-tools/scripts/local-bottom/lockroot-test-marker"
+
+# ---------------------------------------------------------------------------------------------
+# initramfs for the installed kernel, then the second kernel installed after lockroot.
+mount --bind /dev "$tree/dev"
+mount --bind /dev/pts "$tree/dev/pts"
+mount -t proc proc "$tree/proc"
+mount -t sysfs sysfs "$tree/sys"
+KVER=
+for d in "$tree"/usr/lib/modules/*-amd64; do [[ $d == *-cloud-amd64 ]] || KVER=${d##*/}; done
+[ -n "$KVER" ] || { echo "build-guest: no amd64 kernel in the base tree" >&2; exit 1; }
+chroot "$tree" update-initramfs -c -k "$KVER" >"$W/initramfs-$KVER.log" 2>&1 \
+	|| { cat "$W/initramfs-$KVER.log" >&2; exit 1; }
+step "initramfs for $KVER"
+DEBIAN_FRONTEND=noninteractive chroot "$tree" sh -c 'dpkg -i /var/cache/lockroot-debs/*.deb' \
+	>"$W/install-cloud-kernel.log" 2>&1 || { cat "$W/install-cloud-kernel.log" >&2; exit 1; }
+rm -rf "$tree/var/cache/lockroot-debs"
+CLOUD_KVER=
+for d in "$tree"/usr/lib/modules/*-cloud-amd64; do [ -d "$d" ] && CLOUD_KVER=${d##*/}; done
+[ -n "$CLOUD_KVER" ] || { cat "$W/install-cloud-kernel.log" >&2; exit 1; }
+[ -f "$tree/boot/initrd.img-$CLOUD_KVER" ] || { cat "$W/install-cloud-kernel.log" >&2; \
+	echo "build-guest: no initramfs built for $CLOUD_KVER by the kernel hooks" >&2; exit 1; }
+step "second kernel $CLOUD_KVER installed (kernel hooks ran)"
+
+if [ $KEYFILE_INITRD = 1 ]; then
+	# Comparison only: the same volume unlocked by a key baked into the initramfs.
+	mkdir -p "$tree/usr/lib/lockroot-test"
+	install -m 600 "$OUT/test-passphrase" "$tree/usr/lib/lockroot-test/key"
+	printf '#!/bin/sh\nexec cat /usr/lib/lockroot-test/key\n' >"$tree/usr/lib/lockroot-test/keyfile-keyscript"
+	chmod 755 "$tree/usr/lib/lockroot-test/keyfile-keyscript"
+	cat >"$tree/etc/initramfs-tools/hooks/lockroot-test-key" <<'EOF'
+#!/bin/sh
+case $1 in prereqs) exit 0 ;; esac
+. /usr/share/initramfs-tools/hook-functions
+mkdir -p "$DESTDIR/usr/lib/lockroot-test"
+cp -p /usr/lib/lockroot-test/key "$DESTDIR/usr/lib/lockroot-test/key"
+EOF
+	chmod 755 "$tree/etc/initramfs-tools/hooks/lockroot-test-key"
+	cp "$tree/etc/crypttab" "$W/crypttab.real"
+	echo "cryptroot UUID=$LUKS_UUID none luks,discard,initramfs,keyscript=/usr/lib/lockroot-test/keyfile-keyscript" \
+		>"$tree/etc/crypttab"
+	chroot "$tree" mkinitramfs -o /boot/initrd-keyfile.img "$KVER" >"$W/initramfs-keyfile.log" 2>&1 \
+		|| { cat "$W/initramfs-keyfile.log" >&2; exit 1; }
+	cp "$W/crypttab.real" "$tree/etc/crypttab"
+	rm -rf "$tree/etc/initramfs-tools/hooks/lockroot-test-key" "$tree/usr/lib/lockroot-test"
+	step "keyfile initramfs (bench comparison)"
+fi
+cleanup_mounts
+
+# ---------------------------------------------------------------------------------------------
+# Boot partition: what the Pi firmware reads.
+boot=$W/boot
+mkdir -p "$boot"
+cp "$tree/boot/vmlinuz-$KVER" "$boot/vmlinuz"
+cp "$tree/boot/initrd.img-$KVER" "$boot/initrd.img"
+for k in "$tree"/boot/vmlinuz-*; do
+	v=${k##*/vmlinuz-}
+	cp "$k" "$boot/vmlinuz-$v"
+	[ -f "$tree/boot/initrd.img-$v" ] && cp "$tree/boot/initrd.img-$v" "$boot/initrd.img-$v"
+done
+[ -f "$tree/boot/initrd-keyfile.img" ] && mv "$tree/boot/initrd-keyfile.img" "$boot/"
+# Whatever the system itself put on the boot partition (kernel hooks) wins.
+[ -n "$(ls -A "$tree/boot/firmware")" ] && cp -r "$tree/boot/firmware/." "$boot/"
+rm -rf "${tree:?}/boot/firmware/"*
+cat >"$boot/config.txt" <<'EOF'
+# lockroot system-test guest: the test harness plays the Pi firmware and reads this file.
+arm_64bit=1
+kernel=vmlinuz
+initramfs initrd.img followkernel
+EOF
+echo "console=ttyS0,115200 root=/dev/mapper/cryptroot rootfstype=ext4 ro" >"$boot/cmdline.txt"
+truncate -s "${BOOT_MB}M" "$W/boot.img"
+mkfs.vfat -F 32 -n BOOT "$W/boot.img" >/dev/null
+MTOOLS_SKIP_CHECK=1 mcopy -i "$W/boot.img" "$boot"/* ::/
+step "boot partition"
+
+# ---------------------------------------------------------------------------------------------
+# Root: ext4 from the tree, encrypted offline. The file system leaves the last $HEADER free:
+# reencrypt --reduce-device-size moves the data up to make room for the LUKS2 header.
+used_mb=$(du -sm "$tree" | cut -f1)
+[ $((used_mb * 13 / 10 + 64)) -le "$ROOT_MB" ] || ROOT_MB=$((used_mb * 13 / 10 + 64))
+truncate -s "${ROOT_MB}M" "$W/root.img"
+mkfs.ext4 -q -F -L root -U "$FS_UUID" -d "$tree" "$W/root.img" $((ROOT_MB - ${HEADER%M}))M
+step "root file system (${used_mb} MiB in ${ROOT_MB} MiB)"
+cryptsetup reencrypt -q --encrypt --type luks2 --reduce-device-size "$HEADER" --uuid "$LUKS_UUID" \
+	--pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file "$OUT/test-passphrase" \
+	--resilience none "$W/root.img"
+step "root encrypted (LUKS2 $LUKS_UUID)"
+
+# ---------------------------------------------------------------------------------------------
+# The disk: MBR, partitions at fixed offsets, dd'd in (no loop partition scanning here).
+boot_sectors=$((BOOT_MB * 2048)) root_sectors=$((ROOT_MB * 2048))
+root_start=$((2048 + boot_sectors))
+truncate -s $(((root_start + root_sectors) * 512)) "$OUT/disk.img"
+sfdisk -q "$OUT/disk.img" <<EOF
+label: dos
+label-id: $LABEL_ID
+unit: sectors
+2048, $boot_sectors, c, *
+$root_start, $root_sectors, 83
+EOF
+dd if="$W/boot.img" of="$OUT/disk.img" bs=1M seek=1 conv=notrunc,sparse status=none
+dd if="$W/root.img" of="$OUT/disk.img" bs=1M seek=$((root_start / 2048)) conv=notrunc status=none
+cat >"$OUT/guest.json" <<EOF
+{
+  "disk": "disk.img",
+  "passphrase_file": "test-passphrase",
+  "plain": $([ $PLAIN = 1 ] && echo true || echo false),
+  "luks_uuid": "$LUKS_UUID",
+  "boot_partuuid": "$BOOT_PARTUUID",
+  "kernel": "$KVER",
+  "cloud_kernel": "$CLOUD_KVER",
+  "keyfile_initrd": $([ $KEYFILE_INITRD = 1 ] && echo true || echo false),
+  "root_device": "/dev/vda2"
+}
+EOF
+rm -rf "$W"
+step "done: $OUT/disk.img ($(du -h --apparent-size "$OUT/disk.img" | cut -f1))"
