@@ -8,7 +8,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from pifw import (  # noqa: E402
     DISK_SERIAL, HOST_UUID, Machine, State, boot_unattended, check_root_on_dm_crypt,
-    check_token, enrolled, main)
+    check_token, enrolled, main, TestFailure)
 
 
 def test():
@@ -22,6 +22,14 @@ def test():
         m.wait_shell()
         check_root_on_dm_crypt(m, st)
         check_token(m, st)
+        # setup-boot finds the LUKS device under the running / by itself, and on this already
+        # configured guest plans nothing but the initramfs rebuild.
+        _, plan = m.sh("lockroot setup-boot --hsm tpm2 --dry-run")
+        dev = st.guest["root_device"]
+        for want in (f"Plan for {dev} (/dev/mapper/cryptroot", "keep lockroot token",
+                     "no file changes", "update-initramfs -u -k all"):
+            if want not in plan:
+                raise TestFailure(f"setup-boot --dry-run: no {want!r} in:\n{plan}")
         m.power_off()
 
 
