@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -210,4 +211,25 @@ void cli_show_recovery_key(const struct lr_secret *key, int keyslot)
 	       "is not stored anywhere. It opens the volume when the HSM cannot.\n\n"
 	       "    %.*s\n\n", keyslot, (int)key->len, (const char *)key->data);
 	fflush(stdout);
+}
+
+bool cli_confirm(const char *cmd, const char *question, const char *yes)
+{
+	char answer[16] = "";
+	FILE *tty = fopen("/dev/tty", "r+");
+
+	if (!tty) {
+		fprintf(stderr, "lockroot %s: no terminal to confirm on; use --yes\n", cmd);
+		return false;
+	}
+	fprintf(tty, "%s ", question);
+	fflush(tty);
+	if (!fgets(answer, sizeof(answer), tty))
+		answer[0] = '\0';
+	fclose(tty);
+	answer[strcspn(answer, "\n")] = '\0';
+	/* "y": y or yes in any case. Anything else (YES before destroying data) exactly. */
+	if (strcmp(yes, "y") == 0)
+		return strcasecmp(answer, "y") == 0 || strcasecmp(answer, "yes") == 0;
+	return strcmp(answer, yes) == 0;
 }

@@ -65,5 +65,8 @@ int cli_hsm_setup(const char *cmd, const char *spec, const char *pcrs, const cha
 int cli_bind_setup(const char *cmd, const char *list, uint32_t *mask, bool *is_default);
 /* Parse a non-negative number option. Exit code. */
 int cli_parse_uint(const char *cmd, const char *opt, const char *s, uint32_t *out);
+/* Ask question on the terminal; true when the answer is yes: exactly the string yes, or for
+ * yes = "y" also Y/yes in any case. No terminal: false, with a hint to use --yes. */
+bool cli_confirm(const char *cmd, const char *question, const char *yes);
 /* Print the recovery key once, framed, on stdout. */
 void cli_show_recovery_key(const struct lr_secret *key, int keyslot);

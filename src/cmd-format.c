@@ -44,23 +44,6 @@ static const struct option options[] = {
 	{ 0 },
 };
 
-static bool confirm(const char *device)
-{
-	char answer[16] = "";
-	FILE *tty = fopen("/dev/tty", "r+");
-
-	if (!tty) {
-		fprintf(stderr, "lockroot format: no terminal to confirm on; use --yes\n");
-		return false;
-	}
-	fprintf(tty, "This destroys everything on %s. Type YES to go on: ", device);
-	fflush(tty);
-	if (!fgets(answer, sizeof(answer), tty))
-		answer[0] = '\0';
-	fclose(tty);
-	return strcmp(answer, "YES\n") == 0;
-}
-
 int cmd_format(int argc, char **argv)
 {
 	_cleanup_secret_ struct lr_secret *pass = NULL, *pin = NULL;
@@ -116,7 +99,14 @@ int cmd_format(int argc, char **argv)
 		}
 		p.passphrase = pass;
 	}
-	if (!yes && !confirm(p.device)) {
+	if (!yes) {
+		char question[512];
+
+		snprintf(question, sizeof(question), "This destroys everything on %s. Type YES to go on:", p.device);
+		if (!cli_confirm("format", question, "YES"))
+			r = LR_EXIT_FAILURE;
+	}
+	if (r) {
 		r = LR_EXIT_FAILURE;
 		goto out;
 	}

@@ -324,23 +324,6 @@ out:
 	return r;
 }
 
-static bool confirm(void)
-{
-	char answer[16] = "";
-	FILE *tty = fopen("/dev/tty", "r+");
-
-	if (!tty) {
-		fprintf(stderr, "lockroot setup-boot: no terminal to confirm on; use --yes\n");
-		return false;
-	}
-	fprintf(tty, "Go ahead? [y/N] ");
-	fflush(tty);
-	if (!fgets(answer, sizeof(answer), tty))
-		answer[0] = '\0';
-	fclose(tty);
-	return answer[0] == 'y' || answer[0] == 'Y';
-}
-
 static int act(struct setup *s, const struct lr_bootcfg_change *c, size_t n)
 {
 	int r;
@@ -422,7 +405,7 @@ int cmd_setup_boot(int argc, char **argv)
 	print_plan(&s, changes, n);
 	if (s.dry_run)
 		goto out;
-	if (!s.yes && !confirm()) {
+	if (!s.yes && !cli_confirm("setup-boot", "Go ahead? [y/N]", "y")) {
 		r = -ECANCELED;
 		goto out;
 	}

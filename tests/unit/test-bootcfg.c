@@ -17,29 +17,12 @@
 #include "log.h"
 #include "util.h"
 
-static int failures;
+#include "check.h"
+
 static char tmpdir[PATH_MAX / 2];
 static char last_error[1024];
 
-#define CHECK(cond)                                                                     \
-	do {                                                                            \
-		if (!(cond)) {                                                          \
-			fprintf(stderr, "%s:%d: %s: failed: %s\n", __FILE__, __LINE__,  \
-				__func__, #cond);                                       \
-			failures++;                                                     \
-		}                                                                       \
-	} while (0)
 
-#define CHECK_STR(a, b)                                                                 \
-	do {                                                                            \
-		const char *a_ = (a), *b_ = (b);                                        \
-		if (!a_ || !b_ || strcmp(a_, b_) != 0) {                                \
-			fprintf(stderr, "%s:%d: %s: failed: %s ==\n\"%s\"\ngot\n\"%s\"\n", \
-				__FILE__, __LINE__, __func__, #a, b_ ? b_ : "(null)",   \
-				a_ ? a_ : "(null)");                                    \
-			failures++;                                                     \
-		}                                                                       \
-	} while (0)
 
 #define KEYSCRIPT_OPTS "luks,discard,initramfs,keyscript=/usr/lib/lockroot/keyscript"
 

@@ -18,31 +18,14 @@
 #include "log.h"
 #include "util.h"
 
-static int failures;
+#include "check.h"
+
 /* Half of PATH_MAX leaves room for the paths built under it. */
 static char tmpdir[PATH_MAX / 2];
 static char image[PATH_MAX / 2 + 16];
 static char last_error[1024];
 
-#define CHECK(cond)                                                                     \
-	do {                                                                            \
-		if (!(cond)) {                                                          \
-			fprintf(stderr, "%s:%d: %s: failed: %s\n", __FILE__, __LINE__,  \
-				__func__, #cond);                                       \
-			failures++;                                                     \
-		}                                                                       \
-	} while (0)
 
-#define CHECK_STR(a, b)                                                                 \
-	do {                                                                            \
-		const char *a_ = (a), *b_ = (b);                                        \
-		if (!a_ || !b_ || strcmp(a_, b_) != 0) {                                \
-			fprintf(stderr, "%s:%d: %s: failed: %s == \"%s\" (got \"%s\")\n", \
-				__FILE__, __LINE__, __func__, #a, b_ ? b_ : "(null)",   \
-				a_ ? a_ : "(null)");                                    \
-			failures++;                                                     \
-		}                                                                       \
-	} while (0)
 
 #define BIT(id) (1u << (id))
 

@@ -8,9 +8,9 @@
 
 #include "lockroot.h"
 
-static int failures;
+#include "check.h"
 
-#define CHECK(cond) do { if (!(cond)) { fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, #cond); failures++; } } while (0)
+
 
 static void test_basics(void)
 {

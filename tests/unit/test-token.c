@@ -8,10 +8,10 @@
 
 #include "lockroot.h"
 
-static int failures;
+#include "check.h"
+
 static char last_log[1024];
 
-#define CHECK(cond) do { if (!(cond)) { fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, #cond); failures++; } } while (0)
 
 static void capture(int level, const char *msg, void *u)
 {
