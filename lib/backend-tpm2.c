@@ -24,6 +24,7 @@
 #include <tss2/tss2_tctildr.h>
 
 #include "backend.h"
+#include "backend-tpm2.h"
 #include "log.h"
 #include "secret.h"
 #include "util.h"
@@ -48,8 +49,8 @@ struct tpm2 {
 #define TPM2_INIT { .primary = ESYS_TR_NONE, .session = ESYS_TR_NONE, \
 		    .policy = ESYS_TR_NONE, .object = ESYS_TR_NONE }
 
-/* The usual SRK template (TCG EK/SRK profile), ECC flavour: fast to recreate each time. */
-static const TPM2B_PUBLIC primary_template = {
+/* ECC rather than RSA: fast to recreate each time (docs/decisions.md). */
+const TPM2B_PUBLIC lr_tpm2_primary_template = {
 	.publicArea = {
 		.type = TPM2_ALG_ECC,
 		.nameAlg = TPM2_ALG_SHA256,
@@ -159,7 +160,7 @@ static int tpm2_create_primary(struct tpm2 *t)
 	TSS2_RC rc;
 
 	rc = Esys_CreatePrimary(t->esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
-				&sens, &primary_template, &outside, &creation_pcr, &t->primary,
+				&sens, &lr_tpm2_primary_template, &outside, &creation_pcr, &t->primary,
 				NULL, NULL, NULL, NULL);
 	if (rc == TSS2_RC_SUCCESS)
 		return 0;

@@ -22,6 +22,7 @@
 #include "log.h"
 #include "secret.h"
 #include "util.h"
+#include "backend-tpm2.h"
 
 static int failures;
 static char last_log[4096];
@@ -103,26 +104,9 @@ static TSS2_RC pcr16(const char *tcti, bool extend)
 	return rc;
 }
 
-/* The same template as the backend's primary (ECC P-256 SRK). */
+/* CreatePrimary with the backend's own template, as every lock and unlock does it. */
 static void time_create_primary(const char *tcti)
 {
-	const TPM2B_PUBLIC tmpl = {
-		.publicArea = {
-			.type = TPM2_ALG_ECC,
-			.nameAlg = TPM2_ALG_SHA256,
-			.objectAttributes = TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT |
-				TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
-				TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH |
-				TPMA_OBJECT_NODA,
-			.parameters.eccDetail = {
-				.symmetric = { .algorithm = TPM2_ALG_AES, .keyBits.aes = 128,
-					       .mode.aes = TPM2_ALG_CFB },
-				.scheme.scheme = TPM2_ALG_NULL,
-				.curveID = TPM2_ECC_NIST_P256,
-				.kdf.scheme = TPM2_ALG_NULL,
-			},
-		},
-	};
 	const TPM2B_SENSITIVE_CREATE sens = { 0 };
 	const TPM2B_DATA outside = { 0 };
 	const TPML_PCR_SELECTION pcr = { 0 };
@@ -141,7 +125,7 @@ static void time_create_primary(const char *tcti)
 		TSS2_RC rc;
 
 		rc = Esys_CreatePrimary(e.ctx, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE,
-					ESYS_TR_NONE, &sens, &tmpl, &outside, &pcr, &h,
+					ESYS_TR_NONE, &sens, &lr_tpm2_primary_template, &outside, &pcr, &h,
 					NULL, NULL, NULL, NULL);
 		dt = now_ms() - t0;
 		if (rc != TSS2_RC_SUCCESS) {

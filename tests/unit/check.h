@@ -3,7 +3,10 @@
 #pragma once
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "log.h"
 
 static int failures;
 
@@ -26,3 +29,16 @@ static int failures;
 			failures++;                                                     \
 		}                                                                       \
 	} while (0)
+
+/* The last error the library logged, for tests that check what a failure says. Install with
+ * lr_set_log(check_log_hook, NULL); TEST_VERBOSE=1 shows every message. */
+static char last_error[1024];
+
+static inline void check_log_hook(int level, const char *msg, void *userdata)
+{
+	(void)userdata;
+	if (level >= LR_LOG_ERROR)
+		snprintf(last_error, sizeof(last_error), "%s", msg);
+	if (getenv("TEST_VERBOSE"))
+		fprintf(stderr, "log[%d]: %s\n", level, msg);
+}

@@ -20,20 +20,10 @@
 #include "check.h"
 
 static char tmpdir[PATH_MAX / 2];
-static char last_error[1024];
 
 
 
 #define KEYSCRIPT_OPTS "luks,discard,initramfs,keyscript=/usr/lib/lockroot/keyscript"
-
-static void log_hook(int level, const char *msg, void *userdata)
-{
-	(void)userdata;
-	if (level >= LR_LOG_ERROR)
-		snprintf(last_error, sizeof(last_error), "%s", msg);
-	if (getenv("TEST_VERBOSE"))
-		fprintf(stderr, "log[%d]: %s\n", level, msg);
-}
 
 static char *path_of(const char *rel)
 {
@@ -736,7 +726,7 @@ int main(void)
 {
 	const char *t = getenv("TMPDIR");
 
-	lr_set_log(log_hook, NULL);
+	lr_set_log(check_log_hook, NULL);
 	snprintf(tmpdir, sizeof(tmpdir), "%s/lockroot-bootcfg-XXXXXX", t && *t ? t : "/tmp");
 	if (!mkdtemp(tmpdir)) {
 		perror("mkdtemp");

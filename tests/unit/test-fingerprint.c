@@ -23,20 +23,10 @@
 /* Half of PATH_MAX leaves room for the paths built under it. */
 static char tmpdir[PATH_MAX / 2];
 static char image[PATH_MAX / 2 + 16];
-static char last_error[1024];
 
 
 
 #define BIT(id) (1u << (id))
-
-static void log_hook(int level, const char *msg, void *userdata)
-{
-	(void)userdata;
-	if (level >= LR_LOG_ERROR)
-		snprintf(last_error, sizeof(last_error), "%s", msg);
-	if (getenv("TEST_VERBOSE"))
-		fprintf(stderr, "log[%d]: %s\n", level, msg);
-}
 
 static void mkdir_p(const char *path)
 {
@@ -525,7 +515,7 @@ int main(void)
 	const char *base = getenv("TMPDIR");
 	int fd;
 
-	lr_set_log(log_hook, NULL);
+	lr_set_log(check_log_hook, NULL);
 	snprintf(tmpdir, sizeof(tmpdir), "%s/test-fingerprint.XXXXXX", base && *base ? base : "/tmp");
 	if (!mkdtemp(tmpdir)) {
 		perror("mkdtemp");
