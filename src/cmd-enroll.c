@@ -48,7 +48,8 @@ static void report(const struct lr_enroll_params *p, const struct lr_enroll_resu
 
 	lr_bind_format(res->bind_mask, bind, sizeof(bind));
 	if (json) {
-		struct json_object *o = json_object_new_object();
+		struct json_object *o = json_object_new_object(), *rk;
+		const char *text;
 
 		json_object_object_add(o, "device", json_object_new_string(p->device));
 		json_object_object_add(o, "keyslot", json_object_new_int(res->keyslot));
@@ -60,8 +61,14 @@ static void report(const struct lr_enroll_params *p, const struct lr_enroll_resu
 			json_object_object_add(o, "recovery_key",
 					       json_object_new_string((const char *)res->recovery_key->data));
 		}
-		/* The JSON text holds the recovery key: print it and let json-c free it. */
-		puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY));
+		text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY);
+		puts(text);
+		fflush(stdout);
+		/* json-c holds the recovery key twice (the string and the serialised text), in its
+		 * own heap buffers: wipe both before they are freed. */
+		explicit_bzero((char *)text, strlen(text));
+		if (json_object_object_get_ex(o, "recovery_key", &rk))
+			explicit_bzero((char *)json_object_get_string(rk), (size_t)json_object_get_string_len(rk));
 		json_object_put(o);
 		return;
 	}

@@ -80,6 +80,14 @@ expect_ok "$LOCKROOT" unenroll "$IMG"
 expect_fail 11 'no lockroot token' "$LOCKROOT" unlock "$IMG" --test
 cryptsetup open --test-passphrase --disable-external-tokens --key-file "$T/rk" "$IMG" || fail "recovery key lost by unenroll"
 
+info "enroll --json reports the recovery key, and it opens its keyslot"
+make_luks2 "$T/json.img"
+"$LOCKROOT" enroll "$T/json.img" --hsm "$HSM" --bind none --key-file "$T/pass" --recovery-key "${FAST_RECOVERY[@]}" \
+	--json >"$T/enroll.json" || fail "enroll --json"
+jq -j .recovery_key "$T/enroll.json" >"$T/json.rk" || fail "no JSON: $(cat "$T/enroll.json")"
+cryptsetup open --test-passphrase --disable-external-tokens --key-file "$T/json.rk" \
+	--key-slot "$(jq .recovery_keyslot "$T/enroll.json")" "$T/json.img" || fail "the recovery key from --json does not open"
+
 info "without --key-file the passphrase is asked on the terminal, not echoed"
 need expect
 make_luks2 "$T/tty.img"
