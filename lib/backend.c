@@ -15,27 +15,12 @@ static const struct lr_backend *const backends[] = {
 #endif
 };
 
-static const char *const backend_names[] = {
-#if HAVE_TPM2
-	"tpm2",
-#endif
-#if HAVE_PKCS11
-	"pkcs11",
-#endif
-	NULL,
-};
-
 const struct lr_backend *lr_backend_find(const char *name)
 {
 	for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++)
 		if (strcmp(backends[i]->name, name) == 0)
 			return backends[i];
 	return NULL;
-}
-
-const char *const *lr_backend_names(void)
-{
-	return backend_names;
 }
 
 int lr_hsm_parse(const char *spec, struct lr_hsm *hsm)

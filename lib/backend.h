@@ -53,8 +53,6 @@ struct lr_backend {
 
 /* NULL if unknown or not built. */
 const struct lr_backend *lr_backend_find(const char *name);
-/* Names of all backends built in, NULL-terminated. */
-const char *const *lr_backend_names(void);
 
 /* Parse a --hsm spec: "tpm2", "tpm2:TCTI", "pkcs11:URI" (the URI keeps its "pkcs11:" scheme).
  * -EINVAL / -EOPNOTSUPP (backend not built), logged. */
