@@ -67,6 +67,10 @@ struct lr_format_params {
 	bool recovery_key;
 	struct lr_pbkdf_cost recovery_cost;
 	const struct lr_secret *passphrase; /* optional extra passphrase keyslot */
+	const char *uuid;                   /* NULL: a random one */
+	const struct lr_secret *recovery_key_value; /* with recovery_key: this key (display form,
+					     * several volumes sharing one) instead of a new one;
+					     * the result's recovery_key is then NULL */
 };
 /* Create a new LUKS2 volume whose first keyslot is HSM-locked. Destroys what is on device. */
 int lr_format(const struct lr_format_params *p, struct lr_enroll_result *res);
@@ -106,5 +110,10 @@ int lr_recovery_key_generate(struct lr_secret **out);
  * -EINVAL if it is not a recovery key. */
 int lr_recovery_key_normalize(const char *typed, struct lr_secret **out);
 
+/* Close /dev/mapper/NAME. */
+int lr_deactivate(const char *name);
+/* The cipher for a new volume on this CPU: "aes-xts-plain64" with AES instructions,
+ * "xchacha12,aes-adiantum-plain64" without (from /proc/cpuinfo under LOCKROOT_SYSROOT). */
+const char *lr_cipher_default(void);
 /* Load a LUKS2 header; -EMEDIUMTYPE with a message for LUKS1 or non-LUKS. */
 int lr_luks2_load(const char *device, bool readonly, struct crypt_device **cd);

@@ -425,12 +425,19 @@ static int add_recovery_marker(struct crypt_device *cd, int keyslot)
 
 /* Recovery keyslot, from an unlocked volume key or from a passphrase. */
 static int add_recovery(struct crypt_device *cd, const struct lr_pbkdf_cost *cost,
-			const struct lr_secret *vk, const struct lr_secret *pass, struct lr_enroll_result *res)
+			const struct lr_secret *vk, const struct lr_secret *pass,
+			const struct lr_secret *given, struct lr_enroll_result *res)
 {
 	_cleanup_secret_ struct lr_secret *rk = NULL;
 	int r, slot;
 
-	r = lr_recovery_key_generate(&rk);
+	if (given) {
+		/* The display form is NUL-terminated, like a generated one. */
+		rk = lr_secret_dup(given->data, given->len);
+		r = rk ? 0 : -ENOMEM;
+	} else {
+		r = lr_recovery_key_generate(&rk);
+	}
 	if (r < 0)
 		return r;
 	r = set_pbkdf_recovery(cd, cost);
@@ -448,8 +455,10 @@ static int add_recovery(struct crypt_device *cd, const struct lr_pbkdf_cost *cos
 	if (r < 0)
 		lr_warn("recovery keyslot %d added, but not marked as such: %s", slot, strerror(-r));
 	res->recovery_keyslot = slot;
-	res->recovery_key = rk;
-	rk = NULL;
+	if (!given) {
+		res->recovery_key = rk;
+		rk = NULL;
+	}
 	return 0;
 }
 
@@ -514,7 +523,7 @@ int lr_enroll(const struct lr_enroll_params *p, struct lr_enroll_result *res)
 	res->bind_mask = l.token.bind_mask;
 	r = 0;
 	if (p->recovery_key)
-		r = add_recovery(cd, &p->recovery_cost, NULL, p->passphrase, res);
+		r = add_recovery(cd, &p->recovery_cost, NULL, p->passphrase, NULL, res);
 out:
 	lock_result_done(&l);
 	return r;
@@ -552,7 +561,7 @@ static int format_header(struct crypt_device *cd, const struct lr_format_params 
 		return lr_error_code(-EINVAL, "invalid cipher '%s' (e.g. aes-xts-plain64)", spec);
 	if (!bits)
 		bits = strstr(mode, "xts") ? 512 : 256;
-	r = crypt_format(cd, CRYPT_LUKS2, cipher, mode, NULL, NULL, bits / 8, &params);
+	r = crypt_format(cd, CRYPT_LUKS2, cipher, mode, p->uuid, NULL, bits / 8, &params);
 	if (r < 0)
 		return lr_error_code(r, "cannot create a LUKS2 header on %s with %s: %s", p->device, spec,
 				     strerror(-r));
@@ -590,7 +599,7 @@ static int format_keyslots(struct crypt_device *cd, const struct lr_format_param
 	res->token = r;
 	res->bind_mask = l->token.bind_mask;
 	if (p->recovery_key) {
-		r = add_recovery(cd, &p->recovery_cost, vk, NULL, res);
+		r = add_recovery(cd, &p->recovery_cost, vk, NULL, p->recovery_key_value, res);
 		if (r < 0)
 			return r;
 	}
@@ -638,4 +647,32 @@ void lr_enroll_result_done(struct lr_enroll_result *res)
 {
 	lr_secret_free(res->recovery_key);
 	res->recovery_key = NULL;
+}
+
+int lr_deactivate(const char *name)
+{
+	int r = crypt_deactivate(NULL, name);
+
+	if (r < 0)
+		return lr_error_code(r, "cannot close /dev/mapper/%s: %s", name, strerror(-r));
+	return 0;
+}
+
+/* AES-XTS where the CPU has AES instructions (x86 "aes" flag, arm64 "aes" feature), else
+ * Adiantum, which is fast without them (Raspberry Pi 3 and 4). */
+const char *lr_cipher_default(void)
+{
+	_cleanup_free_ char *info = NULL;
+	size_t len;
+
+	if (lr_sysroot_read("/proc/cpuinfo", &info, &len) < 0)
+		return "aes-xts-plain64";
+	for (char *line = strtok(info, "\n"); line; line = strtok(NULL, "\n")) {
+		if (strncmp(line, "flags", 5) && strncmp(line, "Features", 8))
+			continue;
+		if (strstr(line, " aes ") || (strlen(line) > 4 && strcmp(line + strlen(line) - 4, " aes") == 0))
+			return "aes-xts-plain64";
+		return "xchacha12,aes-adiantum-plain64";
+	}
+	return "aes-xts-plain64";
 }

@@ -5,7 +5,7 @@
 set -eu
 PACKAGES="
   meson ninja-build pkg-config gcc libc6-dev
-  libcryptsetup-dev cryptsetup-bin libjson-c-dev libssl-dev
+  libcryptsetup-dev cryptsetup-bin libjson-c-dev libssl-dev libfdisk-dev
   libtss2-dev swtpm tpm2-tools
   libp11-kit-dev p11-kit softhsm2 opensc
   jq util-linux procps expect mmdebstrap
