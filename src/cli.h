@@ -57,6 +57,9 @@ int cmd_status(int argc, char **argv);
 int cmd_fingerprint(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
 int cmd_setup_boot(int argc, char **argv);
+int cmd_migrate(int argc, char **argv);
+/* lockroot status: the state of the last migration, if any (text). */
+void cli_print_migration(void);
 
 /* --hsm SPEC [--pcrs LIST] [--pin-file F] into an lr_hsm; *pin owns the PIN. Exit code. */
 int cli_hsm_setup(const char *cmd, const char *spec, const char *pcrs, const char *pin_file,

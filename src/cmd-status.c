@@ -163,6 +163,8 @@ int cmd_status(int argc, char **argv)
 		puts(json_object_to_json_string_ext(all, JSON_C_TO_STRING_PRETTY));
 	else if (json_object_array_length(devices) == 0)
 		printf("No device given and none in /etc/crypttab.\n");
+	if (!json && optind == argc)
+		cli_print_migration();
 out:
 	json_object_put(devices);
 	json_object_put(all);

@@ -5,6 +5,8 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <string.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -190,11 +192,16 @@ static void held_log(int level, const char *msg, void *userdata)
 		held.level[held.n++] = level;
 }
 
+/* The last error or warning shown: the reason a trial boot records. */
+static char last_reason[512];
+
 static void held_drop(bool print)
 {
 	for (size_t i = 0; i < held.n; i++) {
 		if (print)
 			cli_log(held.level[i], held.msg[i], NULL);
+		if (print && held.level[i] >= LR_LOG_WARN)
+			snprintf(last_reason, sizeof(last_reason), "%s", held.msg[i]);
 		free(held.msg[i]);
 	}
 	held.n = 0;
@@ -299,8 +306,70 @@ static int ask_and_write(const struct keyscript *ks, const char *name)
 	return write_key(key) == 0 ? 0 : -EIO;
 }
 
+/* lockroot.tryboot=DEV on the kernel command line: the trial boot of a migrated root
+ * (lockroot migrate). Nobody is at the keyboard, and the firmware boots the old root next
+ * time: so record why on the boot partition DEV and reboot instead of asking. */
+static bool cmdline_tryboot(char *dev, size_t len)
+{
+	_cleanup_free_ char *cmdline = NULL;
+	char *save = NULL;
+	size_t n;
+	bool found = false;
+
+	if (lr_sysroot_read("/proc/cmdline", &cmdline, &n) < 0)
+		return false;
+	for (char *w = strtok_r(cmdline, " \t\n", &save); w; w = strtok_r(NULL, " \t\n", &save))
+		if (strncmp(w, "lockroot.tryboot=", 17) == 0) {
+			snprintf(dev, len, "%s", w + 17);
+			found = true;
+		}
+	return found;
+}
+
+static void tryboot_record(const char *dev, const char *line)
+{
+	static const char *const mods[] = { "vfat", "nls_cp437", "nls_ascii", "nls_iso8859_1" };
+	const char *dir = "/run/lockroot-tryboot";
+	char path[256];
+	int fd;
+
+	for (size_t i = 0; i < LR_ELEMENTSOF(mods); i++) {
+		char *argv[] = { (char *)"modprobe", (char *)"-q", (char *)mods[i], NULL };
+
+		(void)run_quiet(argv);
+	}
+	mkdir(dir, 0700);
+	if (strcmp(dev, "none") == 0 || mount(dev, dir, "vfat", 0, NULL) < 0) {
+		fprintf(stderr, "lockroot: cannot record the failure on %s: %s\n", dev, strerror(errno));
+		return;
+	}
+	snprintf(path, sizeof(path), "%s/lockroot-tryboot.log", dir);
+	fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	if (fd >= 0) {
+		if (write(fd, line, strlen(line)) < 0 || fsync(fd) < 0)
+			fprintf(stderr, "lockroot: cannot write %s: %s\n", path, strerror(errno));
+		close(fd);
+	}
+	umount(dir);
+}
+
+static int tryboot_fail(const char *dev, const char *name, const char *why)
+{
+	char line[1024];
+
+	snprintf(line, sizeof(line), "%s was not unlocked in the trial boot: %s\n", name, why);
+	fprintf(stderr, "lockroot: %s", line);
+	tryboot_record(dev, line);
+	fprintf(stderr, "lockroot: trial boot failed: rebooting (the firmware starts the old root)\n");
+	sync();
+	reboot(RB_AUTOBOOT);
+	return lr_error_code(-EIO, "cannot reboot: %s", strerror(errno));
+}
+
 static int run_keyscript(const struct keyscript *ks, const struct lr_unlock_params *p)
 {
+	char tryboot_dev[128];
+	bool tryboot = cmdline_tryboot(tryboot_dev, sizeof(tryboot_dev));
 	_cleanup_secret_ struct lr_secret *key = NULL;
 	const char *name = getenv("CRYPTTAB_NAME");
 	const char *tried = getenv("CRYPTTAB_TRIED");
@@ -311,6 +380,8 @@ static int run_keyscript(const struct keyscript *ks, const struct lr_unlock_para
 	/* cryptroot calls us again after cryptsetup rejected a key: what the HSM said will
 	 * not have changed, so only a person can help now. */
 	if (tried && strtoul(tried, NULL, 10) > 0) {
+		if (tryboot)
+			return tryboot_fail(tryboot_dev, name, "cryptsetup rejected the key from the TPM/HSM");
 		fprintf(stderr, "lockroot: the previous key for %s was rejected; not asking the TPM/HSM again\n", name);
 		return ask_and_write(ks, name);
 	}
@@ -318,6 +389,8 @@ static int run_keyscript(const struct keyscript *ks, const struct lr_unlock_para
 	r = unlock_waiting(p, ks->have_timeout ? ks->timeout : cmdline_timeout(), &key);
 	if (r >= 0)
 		return write_key(key) == 0 ? 0 : -EIO;
+	if (tryboot)
+		return tryboot_fail(tryboot_dev, name, *last_reason ? last_reason : strerror(-r));
 	fprintf(stderr, "lockroot: %s was not unlocked by its TPM/HSM (see above); "
 		"falling back to the recovery key\n", name);
 	return ask_and_write(ks, name);

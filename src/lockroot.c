@@ -19,6 +19,7 @@ static const struct {
 	{ "fingerprint", cmd_fingerprint, "show the host identity a key is bound to" },
 	{ "keygen", cmd_keygen, "create the HSM key (PKCS#11) if it does not exist" },
 	{ "setup-boot", cmd_setup_boot, "unlock an encrypted root at boot through the HSM" },
+	{ "migrate", cmd_migrate, "move the running root to an encrypted external drive" },
 };
 
 static void usage(FILE *f)
