@@ -1095,7 +1095,7 @@ int lr_bootcfg_plan(const struct lr_bootcfg *cfg, struct lr_bootcfg_change **cha
 	r = check_cfg(cfg);
 	if (r < 0)
 		return r;
-	r = find_boot_dir(p.root, cfg->firmware_optional, &p.boot);
+	r = cfg->etc_only ? 0 : find_boot_dir(p.root, cfg->firmware_optional, &p.boot);
 	if (r < 0)
 		goto out;
 	if (p.boot) {

@@ -47,6 +47,9 @@ struct lr_bootcfg {
 	bool remove_rootfstype;             /* drop rootfstype= from the kernel command line */
 	bool firmware_optional;             /* no config.txt/cmdline.txt (a PC) is no error:
 					     * only crypttab and fstab are edited */
+	bool etc_only;                      /* only crypttab and fstab, whatever the boot
+					     * directory holds (a copied root, whose boot
+					     * partition is not mounted in it) */
 	const struct lr_bootcfg_crypt *crypts;
 	size_t n_crypts;
 	const struct lr_bootcfg_mount *mounts;

@@ -556,6 +556,14 @@ static int plan_partitions(struct migrate *m, const struct lr_migrate_state *pre
 		wants[n].partno = pv->partno;
 		wants[n].reuse_ok = true;
 		lr_info("reusing %s from the migration that did not finish", pv->device);
+	} else if (disk_has_part(&m->disk, 1)) {
+		char list[256] = "";
+
+		for (size_t i = 0, o = 0; i < m->disk.n_parts && o < sizeof(list); i++)
+			o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%u", i ? ", " : "", m->disk.parts[i].partno);
+		return lr_error_code(-EEXIST, "%s already has partition 1 (partitions: %s): give -p 1 to reuse it "
+				     "(its contents are destroyed), or -p N with a free number to create a new one",
+				     m->target, list);
 	} else {
 		wants[n].partno = 1;
 	}
@@ -929,7 +937,11 @@ static int rsync_pass(const char *src, const char *dst, bool delete, const char 
 			unsigned pct;
 			size_t k = 0;
 
-			for (const char *c = line; *c == ' ' || isdigit((unsigned char)*c) || *c == ','; c++)
+			const char *c = line;
+
+			while (*c == ' ')
+				c++;
+			for (; isdigit((unsigned char)*c) || *c == ','; c++)
 				if (isdigit((unsigned char)*c) && k + 1 < sizeof(num))
 					num[k++] = *c;
 			num[k] = '\0';
@@ -957,7 +969,7 @@ static int configure_new_root(struct migrate *m, const char *newroot)
 	struct lr_bootcfg_mount mounts[MAX_DATA];
 	char sources[MAX_DATA][64], devs[MAX_DATA][128], root_source[64];
 	struct lr_bootcfg cfg = { .root = newroot, .name = m->name, .crypttab_options = CRYPTTAB_OPTIONS,
-				  .firmware_optional = true, .crypts = crypts, .n_crypts = m->n_data,
+				  .firmware_optional = true, .etc_only = true, .crypts = crypts, .n_crypts = m->n_data,
 				  .mounts = mounts, .n_mounts = m->n_data };
 	struct lr_bootcfg_change *c = NULL;
 	size_t n = 0;

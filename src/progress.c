@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -15,6 +16,15 @@ static double now_s(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A number with one decimal, printed as such (not 75.099999999999994). */
+static struct json_object *tenths(double v)
+{
+	char text[32];
+
+	snprintf(text, sizeof(text), "%.1f", v);
+	return json_object_new_double_s(strtod(text, NULL), text);
 }
 
 void progress_event(const char *event, struct json_object *obj)
@@ -82,11 +92,11 @@ void progress_update(struct progress *p, uint64_t done, double percent)
 			return;
 		o = json_object_new_object();
 		json_object_object_add(o, "phase", json_object_new_string(p->phase));
-		json_object_object_add(o, "percent", json_object_new_double((double)(int)(pct * 10) / 10));
+		json_object_object_add(o, "percent", tenths(pct));
 		json_object_object_add(o, "bytes", json_object_new_int64((int64_t)done));
 		if (p->total)
 			json_object_object_add(o, "total", json_object_new_int64((int64_t)p->total));
-		json_object_object_add(o, "elapsed", json_object_new_double((double)(int)((t - p->t0) * 10) / 10));
+		json_object_object_add(o, "elapsed", tenths(t - p->t0));
 		progress_event("progress", o);
 	} else if (p->tty) {
 		if (t - p->last < 0.2 && pct < 100)
