@@ -13,12 +13,18 @@
 # Disk (MBR): partition 1 FAT32 "boot" with config.txt, cmdline.txt, vmlinuz, initrd.img and every
 # kernel's vmlinuz-VER / initrd.img-VER (what raspi-firmware would copy there); partition 2 the
 # LUKS2 root (test passphrase in keyslot 0, PBKDF2 1000 iterations), ext4 inside.
-# Writes OUTDIR/disk.img, OUTDIR/guest.json (facts the tests need), OUTDIR/test-passphrase.
+# Writes OUTDIR/disk.img, OUTDIR/guest.json (facts the tests need), OUTDIR/test-passphrase, and
+# OUTDIR/plain-disk.img: the same tree on a plaintext ext4 root (partition 2 of the same size,
+# fixed MBR label-id; empty crypttab, fstab and cmdline.txt by PARTUUID, its own initramfs for
+# the main kernel), what `lockroot migrate` starts from; OUTDIR/test-tree.manifest:
+# lockroot-test-manifest's output for the test tree /srv/lockroot-test (guest-test-tree.sh).
 #
 # The base tree comes from make-base.sh (cached). Then, each run, in a chroot on the host:
-# lockroot installed by meson, guest configuration written, initramfs built with MODULES=list,
-# linux-image-cloud-amd64 installed after lockroot (so its kernel hooks run), root file system
-# made with mkfs.ext4 -d and encrypted offline with cryptsetup reencrypt (no device-mapper needed).
+# lockroot installed by meson, guest configuration written, the test tree made, initramfs built
+# with MODULES=list, linux-image-cloud-amd64 installed after lockroot (so its kernel hooks run),
+# root file system made with mkfs.ext4 -d and encrypted offline with cryptsetup reencrypt (no
+# device-mapper needed). Then the plain variant: configuration switched, the main kernel's
+# initramfs rebuilt, mkfs.ext4 -d again.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 TOP=$(cd "$HERE/../.." && pwd)
@@ -28,7 +34,7 @@ while [ $# -gt 0 ]; do
 	case $1 in
 	--plain) PLAIN=1; shift ;;
 	--keyfile-initrd) KEYFILE_INITRD=1; shift ;;
-	-h|--help) sed -n '3,20p' "$0"; exit 0 ;;
+	-h|--help) sed -n '3,27p' "$0"; exit 0 ;;
 	-*) echo "build-guest: unknown option $1" >&2; exit 2 ;;
 	*) break ;;
 	esac
@@ -47,6 +53,12 @@ ROOT_MB=${LOCKROOT_GUEST_ROOT_MB:-1024}
 BOOT_MB=256
 HEADER=32M
 MODULES="virtio_pci virtio_blk virtio_scsi ext4 crc32c_generic dm_mod dm_crypt xts aes_generic aesni_intel cbc sha256_generic tpm_tis tpm_crb"
+# A root on a USB disk (qemu-xhci + usb-storage), and the FAT boot partition from the initramfs.
+MODULES+=" xhci_pci xhci_hcd usb_storage uas sd_mod scsi_mod vfat nls_cp437 nls_ascii nls_iso8859_1"
+# The plain disk's MBR label-id, fixed: its PARTUUIDs are 6c72706c-01 and -02 (the encrypted
+# disk's label-id is random, never this one).
+PLAIN_LABEL_ID=0x6c72706c
+TEST_TREE=/srv/lockroot-test
 
 # ---------------------------------------------------------------------------------------------
 cleanup_mounts() {
@@ -89,8 +101,12 @@ fi
 # Guest configuration.
 LUKS_UUID=$(cat /proc/sys/kernel/random/uuid)
 FS_UUID=$(cat /proc/sys/kernel/random/uuid)
-LABEL_ID=0x$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')
+LABEL_ID=$PLAIN_LABEL_ID
+while [ "$LABEL_ID" = "$PLAIN_LABEL_ID" ]; do LABEL_ID=0x$(od -An -N4 -tx4 /dev/urandom | tr -d ' '); done
 BOOT_PARTUUID=${LABEL_ID#0x}-01
+PLAIN_FS_UUID=$(cat /proc/sys/kernel/random/uuid)
+PLAIN_BOOT_PARTUUID=${PLAIN_LABEL_ID#0x}-01
+PLAIN_ROOT_PARTUUID=${PLAIN_LABEL_ID#0x}-02
 
 echo "$HOSTNAME" >"$tree/etc/hostname"
 printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n' "$HOSTNAME" >"$tree/etc/hosts"
@@ -114,6 +130,8 @@ ExecStart=
 ExecStart=-/sbin/agetty --autologin root --noclear --keep-baud 115200,38400,9600 %I $TERM
 EOF
 : >"$tree/etc/motd"
+# The tests' manifest of a tree (content, owners, modes, xattrs, ACLs, hard links).
+install -m 755 "$HERE/guest-manifest.sh" "$tree/usr/local/sbin/lockroot-test-manifest"
 # Units a test guest never needs (each costs seconds under TCG): VGA gettys, periodic jobs.
 for u in getty-static.service getty@tty1.service apt-daily.timer apt-daily-upgrade.timer \
 	dpkg-db-backup.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer \
@@ -152,6 +170,12 @@ mount --bind /dev "$tree/dev"
 mount --bind /dev/pts "$tree/dev/pts"
 mount -t proc proc "$tree/proc"
 mount -t sysfs sysfs "$tree/sys"
+# The migrate checks' tree (made with the guest's own tools), and its manifest as built.
+chroot "$tree" bash -s "$TEST_TREE" <"$HERE/guest-test-tree.sh" >"$W/test-tree.log" 2>&1 \
+	|| { cat "$W/test-tree.log" >&2; exit 1; }
+chroot "$tree" env TMPDIR=/tmp /usr/local/sbin/lockroot-test-manifest "$TEST_TREE" \
+	>"$OUT/test-tree.manifest"
+step "test tree $TEST_TREE ($(grep -c . "$OUT/test-tree.manifest") manifest lines)"
 KVER=
 for d in "$tree"/usr/lib/modules/*-amd64; do [[ $d == *-cloud-amd64 ]] || KVER=${d##*/}; done
 [ -n "$KVER" ] || { echo "build-guest: no amd64 kernel in the base tree" >&2; exit 1; }
@@ -234,19 +258,60 @@ cryptsetup reencrypt -q --encrypt --type luks2 --reduce-device-size "$HEADER" --
 step "root encrypted (LUKS2 $LUKS_UUID)"
 
 # ---------------------------------------------------------------------------------------------
-# The disk: MBR, partitions at fixed offsets, dd'd in (no loop partition scanning here).
+# The plain variant, what lockroot migrate starts from: the same tree with its configuration
+# switched to a plaintext root by PARTUUID, the main kernel's initramfs rebuilt for it (the
+# cloud kernel's stays the encrypted variant's), a full-size ext4, no encryption. Nothing made
+# for the encrypted disk reads the tree after this point.
+cat >"$tree/etc/crypttab" <<'EOF'
+# <target name>	<source device>		<key file>	<options>
+EOF
+cat >"$tree/etc/fstab" <<EOF
+PARTUUID=$PLAIN_ROOT_PARTUUID / ext4 errors=remount-ro,noatime 0 1
+PARTUUID=$PLAIN_BOOT_PARTUUID /boot/firmware vfat defaults,noatime 0 2
+EOF
+mount --bind /dev "$tree/dev"
+mount --bind /dev/pts "$tree/dev/pts"
+mount -t proc proc "$tree/proc"
+mount -t sysfs sysfs "$tree/sys"
+# With nothing in crypttab the cryptsetup hook only warns; CRYPTSETUP=y stays (cryptsetup in the
+# initramfs anyway, as a migration wants it).
+chroot "$tree" update-initramfs -u -k "$KVER" >"$W/initramfs-plain.log" 2>&1 \
+	|| { cat "$W/initramfs-plain.log" >&2; exit 1; }
+chroot "$tree" lsinitramfs "/boot/initrd.img-$KVER" >"$W/initramfs-plain.list"
+cleanup_mounts
+grep -q 'scripts/local-bottom/lockroot-test-marker$' "$W/initramfs-plain.list" \
+	|| { echo "build-guest: lockroot-test-marker not in the plain initramfs" >&2; exit 1; }
+step "plain variant: initramfs for $KVER"
+cp -a "$boot" "$W/boot-plain"
+cp "$tree/boot/initrd.img-$KVER" "$W/boot-plain/initrd.img"
+cp "$tree/boot/initrd.img-$KVER" "$W/boot-plain/initrd.img-$KVER"
+echo "console=ttyS0,115200 root=PARTUUID=$PLAIN_ROOT_PARTUUID rootfstype=ext4 ro" \
+	>"$W/boot-plain/cmdline.txt"
+truncate -s "${BOOT_MB}M" "$W/boot-plain.img"
+mkfs.vfat -F 32 -n BOOT "$W/boot-plain.img" >/dev/null
+MTOOLS_SKIP_CHECK=1 mcopy -i "$W/boot-plain.img" "$W/boot-plain"/* ::/
+truncate -s "${ROOT_MB}M" "$W/plain-root.img"
+mkfs.ext4 -q -F -L root -U "$PLAIN_FS_UUID" -d "$tree" "$W/plain-root.img"
+step "plain variant: boot partition, root file system (${ROOT_MB} MiB, ext4 $PLAIN_FS_UUID)"
+
+# ---------------------------------------------------------------------------------------------
+# The disks: MBR, partitions at fixed offsets, dd'd in (no loop partition scanning here).
 boot_sectors=$((BOOT_MB * 2048)) root_sectors=$((ROOT_MB * 2048))
 root_start=$((2048 + boot_sectors))
-truncate -s $(((root_start + root_sectors) * 512)) "$OUT/disk.img"
-sfdisk -q "$OUT/disk.img" <<EOF
-label: dos
-label-id: $LABEL_ID
-unit: sectors
-2048, $boot_sectors, c, *
-$root_start, $root_sectors, 83
-EOF
-dd if="$W/boot.img" of="$OUT/disk.img" bs=1M seek=1 conv=notrunc,sparse status=none
-dd if="$W/root.img" of="$OUT/disk.img" bs=1M seek=$((root_start / 2048)) conv=notrunc status=none
+make_disk() { # IMAGE LABEL-ID BOOT-IMG ROOT-IMG ROOT-DD-CONV
+	truncate -s $(((root_start + root_sectors) * 512)) "$1"
+	sfdisk -q "$1" <<-EOF
+	label: dos
+	label-id: $2
+	unit: sectors
+	2048, $boot_sectors, c, *
+	$root_start, $root_sectors, 83
+	EOF
+	dd if="$3" of="$1" bs=1M seek=1 conv=notrunc,sparse status=none
+	dd if="$4" of="$1" bs=1M seek=$((root_start / 2048)) conv="$5" status=none
+}
+make_disk "$OUT/disk.img" "$LABEL_ID" "$W/boot.img" "$W/root.img" notrunc
+make_disk "$OUT/plain-disk.img" "$PLAIN_LABEL_ID" "$W/boot-plain.img" "$W/plain-root.img" notrunc,sparse
 cat >"$OUT/guest.json" <<EOF
 {
   "disk": "disk.img",
@@ -257,8 +322,17 @@ cat >"$OUT/guest.json" <<EOF
   "kernel": "$KVER",
   "cloud_kernel": "$CLOUD_KVER",
   "keyfile_initrd": $([ $KEYFILE_INITRD = 1 ] && echo true || echo false),
-  "root_device": "/dev/vda2"
+  "root_device": "/dev/vda2",
+  "label_id": "$LABEL_ID",
+  "root_mb": $ROOT_MB,
+  "plain_disk": "plain-disk.img",
+  "plain_label_id": "$PLAIN_LABEL_ID",
+  "plain_boot_partuuid": "$PLAIN_BOOT_PARTUUID",
+  "plain_root_partuuid": "$PLAIN_ROOT_PARTUUID",
+  "plain_fs_uuid": "$PLAIN_FS_UUID",
+  "test_tree": "$TEST_TREE",
+  "test_tree_manifest": "test-tree.manifest"
 }
 EOF
 rm -rf "$W"
-step "done: $OUT/disk.img ($(du -h --apparent-size "$OUT/disk.img" | cut -f1))"
+step "done: $OUT/disk.img, $OUT/plain-disk.img ($(du -h --apparent-size "$OUT/disk.img" | cut -f1) each)"

@@ -14,6 +14,7 @@ time, and every boot's whole console is written to a log file.
 Use /usr/bin/python3 (Debian's, where python3-pexpect is installed).
 """
 
+import hashlib
 import json
 import os
 import re
@@ -39,6 +40,15 @@ ROOT_MOUNTED = r"lockroot-test: root mounted"
 BOOT_FAILURE = (r"Kernel panic|end Kernel panic|Gave up waiting for root|invalid opcode: |"
                 r"Oops: |BUG: |"
                 r"\(initramfs\) |ALERT! |emergency mode|Cannot open access to console")
+
+
+# The kernel's last line before a restart (kernel/reboot.c), with the command when the reboot
+# was asked for with one (systemctl reboot ARG): "0 tryboot" makes the Pi firmware read
+# tryboot.txt for the next boot. And its last line before a power-off.
+RESTART_LINE = r"reboot: Restarting system(?: with command '([^'\r\n]*)')?"
+POWER_DOWN_LINE = r"reboot: Power down"
+# What makes a shutdown or restart fail (the boot failure patterns are not used there).
+SHUTDOWN_FAILURE = r"Kernel panic|Oops: |BUG: |invalid opcode: "
 
 
 class TestFailure(Exception):
@@ -75,21 +85,110 @@ def need(*cmds):
 # ---------------------------------------------------------------------------------------------
 # The disk and its boot partition
 
+def partition_table(path):
+    """{partition number: (byte offset, byte size)} from sfdisk --json; {} when the image has no
+    partition table (an empty drive)."""
+    p = subprocess.run(["sfdisk", "--json", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if p.returncode != 0:
+        if not os.path.exists(path):
+            raise TestFailure(f"{path}: no such disk image")
+        return {}
+    table = json.loads(p.stdout)["partitiontable"]
+    ssz = table.get("sectorsize", SECTOR)
+    parts = {}
+    for e in table.get("partitions", []):
+        n = int(re.search(r"(\d+)$", e["node"]).group(1))
+        parts[n] = (e["start"] * ssz, e["size"] * ssz)
+    return parts
+
+
 class Disk:
-    """A raw disk image with an MBR (or GPT) partition table; partition 1 is the FAT boot."""
+    """A raw disk image with an MBR (or GPT) partition table; partition 1 is the FAT boot.
+
+    An image with no partition table (an empty USB drive) is a Disk too: it has no boot
+    partition (the boot file methods fail), search() and partition_sha256() re-read the table."""
 
     def __init__(self, path):
         self.path = os.path.abspath(path)
-        out = run_host(["sfdisk", "--json", self.path]).stdout
-        table = json.loads(out)["partitiontable"]
-        ssz = table.get("sectorsize", SECTOR)
-        self.parts = [(p["start"] * ssz, p["size"] * ssz) for p in table["partitions"]]
-        if not self.parts:
-            raise TestFailure(f"{self.path}: no partitions")
-        self.boot_offset = self.parts[0][0]
+        table = partition_table(self.path)
+        self.parts = [table[n] for n in sorted(table)]
+        self.boot_offset = self.parts[0][0] if self.parts else None
 
     def _img(self):
+        if self.boot_offset is None:
+            raise TestFailure(f"{self.path}: no partitions (no boot partition)")
         return f"{self.path}@@{self.boot_offset}"
+
+    # -- the image's bytes (host side; QEMU writes through to the file, so after a sync in the
+    #    guest, or once QEMU has exited, this is what the drive holds) -------------------------
+
+    def search(self, marker):
+        """True when the bytes `marker` occur anywhere in the image file.
+
+        Reads only the image's data extents (SEEK_DATA/SEEK_HOLE: a sparse 1.3 GB image whose
+        root was discarded reads in well under a second), 16 MiB at a time, with an overlap so
+        a marker across two reads (or next to a hole) is found too."""
+        if isinstance(marker, str):
+            marker = marker.encode()
+        if not marker:
+            raise ValueError("empty marker")
+        keep = len(marker) - 1
+        block = 16 << 20
+        with open(self.path, "rb", buffering=0) as f:
+            fd = f.fileno()
+            size = os.fstat(fd).st_size
+            tail = b""
+            pos = 0
+            while pos < size:
+                try:
+                    data = os.lseek(fd, pos, os.SEEK_DATA)
+                except OSError:  # ENXIO: only a hole from here on
+                    data = size
+                if data > pos:  # a hole reads as zeros
+                    zeros = tail + bytes(min(data - pos, keep))
+                    if marker in zeros:
+                        return True
+                    tail = zeros[-keep:] if keep else b""
+                    pos = data
+                    if pos >= size:
+                        break
+                try:
+                    hole = os.lseek(fd, pos, os.SEEK_HOLE)
+                except OSError:
+                    hole = size
+                os.lseek(fd, pos, os.SEEK_SET)
+                while pos < hole:
+                    buf = f.read(min(block, hole - pos))
+                    if not buf:
+                        return False
+                    if marker in tail + buf[:keep] or marker in buf:
+                        return True
+                    if not keep:
+                        tail = b""
+                    elif len(buf) >= keep:
+                        tail = buf[-keep:]
+                    else:
+                        tail = (tail + buf)[-keep:]
+                    pos += len(buf)
+        return False
+
+    def partition_sha256(self, n):
+        """The sha256 (hex) of partition n's bytes, from the partition table as it is now."""
+        table = partition_table(self.path)
+        if n not in table:
+            raise TestFailure(f"{self.path}: no partition {n} (partitions {sorted(table)})")
+        off, size = table[n]
+        h = hashlib.sha256()
+        with open(self.path, "rb", buffering=0) as f:
+            f.seek(off)
+            left = size
+            while left:
+                buf = f.read(min(16 << 20, left))
+                if not buf:  # past the end of the image file: the rest reads as zeros
+                    buf = bytes(min(16 << 20, left))
+                h.update(buf)
+                left -= len(buf)
+        return h.hexdigest()
 
     def _mtools_env(self):
         env = dict(os.environ)
@@ -125,21 +224,27 @@ class Disk:
 
 
 class BootConfig:
-    """What the Pi firmware takes from config.txt and cmdline.txt.
+    """What the Pi firmware takes from config.txt (or tryboot.txt) and cmdline.txt.
 
     Honoured: kernel=, cmdline=, initramfs FILE [followkernel|ADDRESS], the [all] and [none]
-    conditional sections (others such as [pi4] are taken as "this board": the emulated board is
-    a Pi 4, so [pi4] applies and [pi3], [pi5], [cm4]... do not), comments. Everything else is
-    ignored as the firmware ignores what it does not know.
+    conditional sections, board filters (the emulated board is a Pi 4: [pi4] applies, [pi3],
+    [pi5], [cm4]... do not), [tryboot] (applies only to a tryboot boot), comments. Everything else
+    is ignored as the firmware ignores what it does not know.
+
+    config_name: the file read, "config.txt", or "tryboot.txt" for the one boot after a
+    `reboot '0 tryboot'` (Machine does that; [tryboot] sections then apply).
     """
 
     BOARD_FILTERS = {"all", "pi4", "board-type=0x11"}
 
-    def __init__(self, disk):
+    def __init__(self, disk, config_name="config.txt"):
         self.disk = disk
-        raw = disk.read_boot("config.txt")
+        self.config_name = config_name
+        self.tryboot = config_name == "tryboot.txt"
+        filters = self.BOARD_FILTERS | ({"tryboot"} if self.tryboot else set())
+        raw = disk.read_boot(config_name)
         if raw is None:
-            raise TestFailure("no config.txt on the boot partition")
+            raise TestFailure(f"no {config_name} on the boot partition")
         self.kernel = "kernel8.img"  # the firmware's default for a 64-bit Pi 4
         self.initramfs = None
         self.cmdline_file = "cmdline.txt"
@@ -151,7 +256,7 @@ class BootConfig:
             m = re.fullmatch(r"\[(.*)\]", line)
             if m:
                 f = m.group(1).strip().lower()
-                active = f in self.BOARD_FILTERS
+                active = f in filters
                 continue
             if not active:
                 continue
@@ -193,6 +298,61 @@ def edit_cmdline(disk, fn):
 def edit_config(disk, fn):
     """Rewrite config.txt on the boot partition with fn(old text) -> new text."""
     disk.write_boot("config.txt", fn(disk.read_boot("config.txt").decode()))
+
+
+def make_usb_disk(path, size_mib, layout=(), label="dos", label_id=None):
+    """A (sparse) drive image made on the host; returns its Disk.
+
+    layout: [(partno, start_mib, size_mib, type, fill)], type as sfdisk takes it ("83", "c",
+    "L"...), fill None (zeros), "ext4" or "vfat" (made in a separate file, a few files of random
+    data in it, dd'd in). Partition numbers may leave gaps (MBR: 1 and 3, no 2). Empty layout:
+    no partition table at all, an all-zero drive."""
+    path = os.path.abspath(path)
+    if os.path.exists(path):
+        os.unlink(path)
+    with open(path, "wb") as f:
+        f.truncate(size_mib << 20)
+    if not layout:
+        return Disk(path)
+    script = [f"label: {label}", "unit: sectors"]
+    if label_id:
+        script.append(f"label-id: {label_id}")
+    for partno, start, size, ptype, _ in sorted(layout):
+        script.append(f"{path}{partno} : start={start * 2048}, size={size * 2048}, type={ptype}")
+    run_host(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", path],
+             input="\n".join(script).encode() + b"\n")
+    for partno, start, size, _, fill in layout:
+        if fill is None:
+            continue
+        tmp = f"{path}.p{partno}.tmp"
+        files = f"{path}.p{partno}.files"
+        shutil.rmtree(files, ignore_errors=True)
+        os.makedirs(files)
+        try:
+            with open(os.path.join(files, "README"), "w") as f:
+                f.write(f"lockroot system test: data on partition {partno}\n")
+            for name, n in (("random-1.bin", 1 << 20), ("random-2.bin", 200 << 10)):
+                with open(os.path.join(files, name), "wb") as f:
+                    f.write(os.urandom(n))
+            with open(tmp, "wb") as f:
+                f.truncate(size << 20)
+            if fill == "ext4":
+                run_host(["mkfs.ext4", "-q", "-F", "-L", f"usb-p{partno}", "-d", files, tmp])
+            elif fill == "vfat":
+                run_host(["mkfs.vfat", "-n", f"USBP{partno}", tmp])
+                env = dict(os.environ, MTOOLS_SKIP_CHECK="1")
+                run_host(["mcopy", "-i", tmp] + [os.path.join(files, x)
+                                                 for x in sorted(os.listdir(files))] + ["::/"],
+                         env=env)
+            else:
+                raise ValueError(f"make_usb_disk: unknown fill {fill!r}")
+            run_host(["dd", f"if={tmp}", f"of={path}", "bs=1M", f"seek={start}",
+                      "conv=notrunc,sparse", "status=none"])
+        finally:
+            shutil.rmtree(files, ignore_errors=True)
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return Disk(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,13 +437,26 @@ class StampedLog:
         self.f = open(path, "w", encoding="utf-8", errors="replace")
         self.t0 = time.monotonic()
         self.bol = True
+        self.seen = []  # the console text (what QEMU printed), for after the boot
 
     def write(self, text):
+        """What the console printed (pexpect's logfile_read)."""
+        self.seen.append(text)
+        self._stamp(text)
+
+    def note(self, text):
+        """The harness's own lines (firmware header, marks): in the log, not console text."""
+        self._stamp(text)
+
+    def _stamp(self, text):
         for piece in text.splitlines(keepends=True):
             if self.bol:
                 self.f.write(f"[{time.monotonic() - self.t0:7.2f}] ")
             self.f.write(piece)
             self.bol = piece.endswith("\n")
+
+    def console(self):
+        return "".join(self.seen)
 
     def flush(self):
         self.f.flush()
@@ -297,15 +470,28 @@ class Machine:
 
     disk: Disk; tpm: SoftTPM or None (no TPM attached); smbios_uuid / disk_serial: the host
     identity lockroot binds to; logdir: where each boot's console log goes.
+    sd_discard: the SD drive (virtio) passes the guest's discards to the image (holes punched).
+    usb_disk: a Disk or an image path, attached as a USB mass-storage drive (qemu-xhci,
+    usb-storage) with serial usb_serial; with the SD drive on virtio it is the guest's /dev/sda.
+
+    The firmware's tryboot: when a boot ends with the kernel's "reboot: Restarting system with
+    command '0 tryboot'" (systemctl reboot '0 tryboot'), the next power_on() reads tryboot.txt
+    instead of config.txt, once (power_on() fails when there is no tryboot.txt); a boot ended
+    by kill() (a power cut) never sets it. The partition number in the command is not emulated
+    (the boot partition is partition 1).
     """
 
     def __init__(self, disk, logdir, tpm=None, smbios_uuid=None, disk_serial=None,
-                 memory="1G", smp=1):
+                 memory="1G", smp=1, usb_disk=None, usb_serial="LOCKROOT-USB-0001",
+                 sd_discard=False):
         self.disk = disk
         self.logdir = os.path.abspath(logdir)
         self.tpm = tpm
         self.smbios_uuid = smbios_uuid
         self.disk_serial = disk_serial
+        self.usb_disk = usb_disk
+        self.usb_serial = usb_serial
+        self.sd_discard = sd_discard
         self.memory = memory
         self.smp = int(os.environ.get("LOCKROOT_QEMU_SMP", smp))
         # qemu64, not max: under TCG, -cpu max makes Debian's userspace ~3x slower (AVX and
@@ -318,40 +504,66 @@ class Machine:
         self.marks = {}
         self.logfile = None
         self.logpath = None
+        self.config_name = None     # what the firmware read for the current (last) boot
+        self.tryboot_next = False   # the last boot asked for a tryboot
+        self.last_restart = None    # the command of the last boot's restart ('0 tryboot'), if any
+        self.last_end = None        # how the last boot ended: "restart", "power-off", "killed"
 
     # -- firmware and power -----------------------------------------------------------------
 
-    def power_on(self, name="boot"):
-        """Read the boot partition like the Pi firmware and start QEMU. Returns the log path."""
+    def power_on(self, name="boot", no_tpm=False):
+        """Read the boot partition like the Pi firmware and start QEMU. Returns the log path.
+
+        no_tpm: this boot only, the Machine's TPM is not attached (a trial boot made to fail)."""
+        if self.child is not None:
+            raise TestFailure("power_on: the machine is already running")
+        config_name = "tryboot.txt" if self.tryboot_next else "config.txt"
+        self.tryboot_next = False  # the firmware clears the flag as it acts on it
         self.boots += 1
         os.makedirs(self.logdir, exist_ok=True)
-        fw = BootConfig(self.disk)
+        fw = BootConfig(self.disk, config_name)
+        self.config_name = config_name
         kernel, initrd = fw.extract(os.path.join(self.logdir, ".firmware"))
+        sd = f"if=none,id=disk0,format=raw,file={self.disk.path}"
+        if self.sd_discard:
+            sd += ",discard=unmap"
         argv = ["qemu-system-x86_64", "-accel", "tcg", "-M", "q35", "-cpu", self.cpu,
                 "-m", self.memory, "-smp", str(self.smp), "-nographic", "-nic", "none",
                 "-no-reboot",  # a reboot (panic, failed boot) ends the run instead of looping
                 "-kernel", kernel, "-append", fw.cmdline,
                 # -drive if=virtio with its serial (QEMU 7.2 wants the serial on the device)
-                "-drive", f"if=none,id=disk0,format=raw,file={self.disk.path}",
+                "-drive", sd,
                 "-device", "virtio-blk-pci,drive=disk0"
                 + (f",serial={self.disk_serial}" if self.disk_serial else "")]
+        if self.usb_disk is not None:
+            usb = self.usb_disk.path if isinstance(self.usb_disk, Disk) else \
+                os.path.abspath(self.usb_disk)
+            argv += ["-device", "qemu-xhci,id=xhci",
+                     "-drive", f"if=none,id=usb0,format=raw,file={usb},discard=unmap",
+                     "-device", "usb-storage,bus=xhci.0,drive=usb0"
+                     + (f",serial={self.usb_serial}" if self.usb_serial else "")]
         if initrd:
             argv += ["-initrd", initrd]
         if self.smbios_uuid:
             argv += ["-smbios", f"type=1,uuid={self.smbios_uuid}"]
-        if self.tpm:
-            self.tpm.start()
-            argv += self.tpm.qemu_args()
+        tpm = self.tpm if not no_tpm else None
+        if tpm:
+            tpm.start()
+            argv += tpm.qemu_args()
         self.logpath = os.path.join(self.logdir, f"{self.boots:02d}-{name}.log")
         self.logfile = StampedLog(self.logpath)
-        self.logfile.write("# firmware: kernel=%s initramfs=%s cmdline=%r\n# %s\n" % (
-            fw.kernel, fw.initramfs, fw.cmdline, " ".join(map(shlex.quote, argv))))
+        tpm_note = "" if tpm else (" tpm=detached" if self.tpm else " tpm=none")
+        self.logfile.note("# firmware: config=%s kernel=%s initramfs=%s cmdline=%r%s\n# %s\n" % (
+            config_name, fw.kernel, fw.initramfs, fw.cmdline, tpm_note,
+            " ".join(map(shlex.quote, argv))))
         self.logfile.flush()
-        log(f"boot {self.boots} ({name}): kernel={fw.kernel} initramfs={fw.initramfs} "
-            f"log {self.logpath}")
+        log(f"boot {self.boots} ({name}): config={config_name} kernel={fw.kernel} "
+            f"initramfs={fw.initramfs}{tpm_note} log {self.logpath}")
         self.t0 = time.monotonic()
         self.logfile.t0 = self.t0
         self.marks = {}
+        self.last_restart = None
+        self.last_end = None
         self.child = pexpect.spawn(argv[0], argv[1:], encoding="utf-8", codec_errors="replace",
                                    timeout=60, maxread=65536, searchwindowsize=None,
                                    dimensions=(50, 250))
@@ -360,18 +572,47 @@ class Machine:
 
     def _finish(self):
         if self.child is not None:
+            # EOF read: QEMU is ending by itself (the guest powered off or restarted: -no-reboot).
+            ended = self.child.flag_eof
+            if ended:
+                wait_until(10, lambda: not self.child.isalive(), None)
             if self.child.isalive():
                 self.child.terminate(force=True)
             self.child.close()
             self.child = None
+            self._after_exit(ended)
         if self.tpm:
             self.tpm.stop()
         if self.logfile:
-            self.logfile.write("\n# marks (s since QEMU start): " + ", ".join(
+            self.logfile.note("\n# marks (s since QEMU start): " + ", ".join(
                 f"{k}={v:.1f}" for k, v in self.marks.items()) + "\n")
+            if self.last_end:
+                self.logfile.note(f"# end: {self.last_end}"
+                                  + (f" command={self.last_restart!r}" if self.last_restart else "")
+                                  + (" -> next boot reads tryboot.txt" if self.tryboot_next else "")
+                                  + "\n")
             log("marks: " + ", ".join(f"{k}={v:.1f}s" for k, v in self.marks.items()))
             self.logfile.close()
             self.logfile = None
+
+    def _after_exit(self, ended):
+        """What the firmware keeps from the boot that just ended: the tryboot flag."""
+        self.tryboot_next = False
+        self.last_restart = None
+        if not ended:
+            self.last_end = "killed"  # a power cut: the flag is lost
+            return
+        text = self.logfile.console() if self.logfile else ""
+        restarts = list(re.finditer(RESTART_LINE, text))
+        if restarts:
+            self.last_end = "restart"
+            self.last_restart = restarts[-1].group(1)
+            if self.last_restart and "tryboot" in self.last_restart.split():
+                self.tryboot_next = True
+        elif re.search(POWER_DOWN_LINE, text):
+            self.last_end = "power-off"
+        else:
+            self.last_end = "exited"
 
     def power_off(self, timeout=120):
         """Clean shutdown from the shell; QEMU exits when the guest powers off."""
@@ -384,7 +625,32 @@ class Machine:
         self.marks["off"] = self.elapsed()
         self._finish()
 
+    def wait_reboot(self, timeout=180):
+        """Wait for the guest to go down by itself (QEMU exits: -no-reboot). Returns the command
+        the kernel restarted with ("0 tryboot"), None for a restart without one or a power-off
+        (last_end says which). Only a kernel crash fails it (no boot-failure patterns here)."""
+        if self.child is None:  # already down and finished
+            return self.last_restart
+        i = self.child.expect([pexpect.EOF, pexpect.TIMEOUT, SHUTDOWN_FAILURE], timeout=timeout)
+        if i == 1:
+            self._finish()
+            raise TestFailure(f"guest did not go down within {timeout}s (log {self.logpath})")
+        if i == 2:
+            after = self.child.after
+            self._finish()
+            raise TestFailure(f"shutdown failed ({after!r}) (log {self.logpath})")
+        self.marks["down"] = self.elapsed()
+        self._finish()
+        return self.last_restart
+
+    def reboot(self, cmd=None, timeout=180):
+        """systemctl reboot [CMD] from the shell, wait for QEMU to exit; returns what
+        wait_reboot() returns. reboot("0 tryboot"): the next power_on() reads tryboot.txt."""
+        self.child.sendline("systemctl reboot" + (f" {shlex.quote(cmd)}" if cmd else ""))
+        return self.wait_reboot(timeout)
+
     def kill(self):
+        """Power cut."""
         self._finish()
 
     def elapsed(self):
