@@ -16,7 +16,8 @@ MIGRATE = f"lockroot migrate -m {SOURCE} --yes --json {FAST_RECOVERY}"
 # What changes on a running system between the manifest and the copy, or is changed by the
 # migration itself on purpose (crypttab, fstab, the service link, the new initramfs files).
 MANIFEST_EXCLUDES = [
-    "var/log/*", "var/lib/systemd/*", "var/lib/lockroot/*", "var/lib/initramfs-tools/*",
+    "var/log/*", "var/lib/systemd/*", "var/lib/lockroot", "var/lib/lockroot/*",
+    "var/lib/initramfs-tools/*",
     "var/tmp/*", "tmp/*", "var/cache/*", "root/.bash_history", "root/manifest-*",
     "etc/crypttab*", "etc/fstab*", "boot/initrd.img-*",
     "etc/systemd/system/multi-user.target.wants/lockroot-migrate.service",
