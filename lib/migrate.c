@@ -459,6 +459,17 @@ static int unlink_boot(const struct lr_migrate_state *st, const char *name)
 	return 0;
 }
 
+/* tryboot.txt first, so that no later tryboot uses files that are gone */
+static int remove_trial_files(const struct lr_migrate_state *st)
+{
+	static const char *const names[] = { LR_TRYBOOT_CONFIG, LR_TRIAL_CMDLINE, LR_TRIAL_INITRD, LR_TRIAL_RECORD };
+	int r = 0;
+
+	for (size_t i = 0; i < LR_ELEMENTSOF(names) && r == 0; i++)
+		r = unlink_boot(st, names[i]);
+	return r;
+}
+
 /* Step 2: the new root's initramfs files over the ones the boot partition has. */
 static int commit_initramfs(const struct lr_migrate_state *st, const char *new_boot)
 {
@@ -514,22 +525,14 @@ int lr_migrate_commit(const struct lr_migrate_state *st, const char *new_boot)
 		r = write_boot_text(st, "config.txt", st->final_config);
 	if (r < 0)
 		return r;
-	/* 5: tryboot.txt first, so that no later tryboot uses files that are gone */
-	r = unlink_boot(st, LR_TRYBOOT_CONFIG);
-	if (r == 0)
-		r = unlink_boot(st, LR_TRIAL_CMDLINE);
-	if (r == 0)
-		r = unlink_boot(st, LR_TRIAL_INITRD);
-	if (r == 0)
-		r = unlink_boot(st, LR_TRIAL_RECORD);
-	return r;
+	/* 5 */
+	return remove_trial_files(st);
 }
 
 int lr_migrate_abandon_trial(const struct lr_migrate_state *st, char **record)
 {
 	_cleanup_free_ char *rec = boot_file(st, LR_TRIAL_RECORD);
 	char *text = NULL;
-	int r;
 
 	*record = NULL;
 	if (!rec)
@@ -544,12 +547,5 @@ int lr_migrate_abandon_trial(const struct lr_migrate_state *st, char **record)
 		else
 			free(text);
 	}
-	r = unlink_boot(st, LR_TRYBOOT_CONFIG);
-	if (r == 0)
-		r = unlink_boot(st, LR_TRIAL_CMDLINE);
-	if (r == 0)
-		r = unlink_boot(st, LR_TRIAL_INITRD);
-	if (r == 0)
-		r = unlink_boot(st, LR_TRIAL_RECORD);
-	return r;
+	return remove_trial_files(st);
 }
