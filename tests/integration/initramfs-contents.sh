@@ -17,7 +17,7 @@ need mmdebstrap meson ninja tar unshare dpkg
 [ "$(dpkg --print-architecture)" = amd64 ] || skip "the chroots of this test are amd64"
 CACHE=${LOCKROOT_CACHE:-/var/cache/lockroot-tests}
 # What the initramfs needs at run time besides the kernel: lockroot's own libraries.
-RUNTIME_LIBS="libtss2-esys-3.0.2-0 libtss2-rc0 libtss2-tcti-device0 libtss2-tctildr0 libjson-c5 libp11-kit0 libcryptsetup12 libssl3"
+RUNTIME_LIBS="libtss2-esys-3.0.2-0 libtss2-rc0 libtss2-tcti-device0 libtss2-tctildr0 libjson-c5 libp11-kit0 libcryptsetup12 libssl3 libfdisk1"
 # MODULES=list: a "most" initramfs per kernel costs minutes; the test checks our additions.
 # conf.d, not initramfs.conf, so dpkg meets no modified conffile.
 IT_SETUP='mkdir -p "$1/etc/initramfs-tools/conf.d" && echo MODULES=list >"$1/etc/initramfs-tools/conf.d/lockroot-test"'
