@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -232,4 +233,32 @@ bool cli_confirm(const char *cmd, const char *question, const char *yes)
 	if (strcmp(yes, "y") == 0)
 		return strcasecmp(answer, "y") == 0 || strcasecmp(answer, "yes") == 0;
 	return strcmp(answer, yes) == 0;
+}
+
+int cli_run(char *const argv[], bool quiet)
+{
+	pid_t pid;
+	int status;
+
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		int fd = open("/dev/null", O_RDWR);
+
+		if (fd >= 0) {
+			dup2(fd, STDIN_FILENO);
+			if (quiet || cli.json)
+				dup2(fd, STDOUT_FILENO);
+			if (quiet)
+				dup2(fd, STDERR_FILENO);
+		}
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return -errno;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }

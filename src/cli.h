@@ -71,5 +71,9 @@ int cli_parse_uint(const char *cmd, const char *opt, const char *s, uint32_t *ou
 /* Ask question on the terminal; true when the answer is yes: exactly the string yes, or for
  * yes = "y" also Y/yes in any case. No terminal: false, with a hint to use --yes. */
 bool cli_confirm(const char *cmd, const char *question, const char *yes);
+/* Run a command with stdin from /dev/null; quiet: its stdout and stderr too (with --json its
+ * stdout always: ours carries the JSON events). Returns its exit status (127: it could not be
+ * started, 128+N: killed by signal N) or -errno when fork/wait failed. Logs nothing. */
+int cli_run(char *const argv[], bool quiet);
 /* Print the recovery key once, framed, on stdout. */
 void cli_show_recovery_key(const struct lr_secret *key, int keyslot);

@@ -141,44 +141,12 @@ struct migrate {
 
 /* ---- small helpers ---- */
 
-static int run(char *const argv[], bool quiet)
-{
-	pid_t pid;
-	int status;
-
-	fflush(NULL);
-	pid = fork();
-	if (pid < 0)
-		return -errno;
-	if (pid == 0) {
-		int fd = open("/dev/null", O_RDWR);
-
-		if (fd >= 0) {
-			dup2(fd, STDIN_FILENO);
-			if (quiet || cli.json) {
-				/* --json: stdout carries our events only */
-				dup2(fd, STDOUT_FILENO);
-				if (quiet)
-					dup2(fd, STDERR_FILENO);
-			}
-		}
-		execvp(argv[0], argv);
-		_exit(127);
-	}
-	while (waitpid(pid, &status, 0) < 0)
-		if (errno != EINTR)
-			return -errno;
-	if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
-		return lr_error_code(-ENOENT, "%s: command not found", argv[0]);
-	if (!WIFEXITED(status))
-		return lr_error_code(-EIO, "%s was killed by signal %d", argv[0], WTERMSIG(status));
-	return WEXITSTATUS(status);
-}
-
 static int run_ok(char *const argv[], bool quiet)
 {
-	int r = run(argv, quiet);
+	int r = cli_run(argv, quiet);
 
+	if (r == 127)
+		return lr_error_code(-ENOENT, "%s: command not found", argv[0]);
 	if (r > 0)
 		return lr_error_code(-EIO, "%s failed (exit status %d)", argv[0], r);
 	return r;
@@ -1144,12 +1112,35 @@ static int fsck_volumes(struct act *a)
 		int r;
 
 		snprintf(dev, sizeof(dev), "/dev/mapper/%s", a->names[i]);
-		r = run(argv, true);
+		r = cli_run(argv, true);
 		if (r != 0)
 			return lr_error_code(-EIO, "the new file system on %s does not check clean (e2fsck -fn exit %d)",
 					     dev, r);
 	}
 	return 0;
+}
+
+/* {"event":"ready",...,"recovery_key":...}: json-c copies the key into its own buffers (the
+ * object's string and the printed text); wipe both before they are freed. */
+static void print_ready_json(const struct migrate *m, const struct lr_secret *recovery)
+{
+	struct json_object *o = json_object_new_object(), *st = lr_migrate_state_json(&m->st), *rk;
+	const char *text;
+
+	json_object_object_add(o, "event", json_object_new_string("ready"));
+	json_object_object_foreach(st, k, v)
+		json_object_object_add(o, k, json_object_get(v));
+	json_object_put(st);
+	json_object_object_add(o, "reboot", json_object_new_string(REBOOT_CMD));
+	if (recovery)
+		json_object_object_add(o, "recovery_key", json_object_new_string((const char *)recovery->data));
+	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+	printf("%s\n", text);
+	fflush(stdout);
+	explicit_bzero((char *)text, strlen(text));
+	if (json_object_object_get_ex(o, "recovery_key", &rk))
+		explicit_bzero((char *)json_object_get_string(rk), (size_t)json_object_get_string_len(rk));
+	json_object_put(o);
 }
 
 static int act(struct migrate *m)
@@ -1204,12 +1195,7 @@ static int act(struct migrate *m)
 		goto out;
 	sync();
 	if (cli.json) {
-		struct json_object *o = lr_migrate_state_json(&m->st);
-
-		json_object_object_add(o, "reboot", json_object_new_string(REBOOT_CMD));
-		if (recovery)
-			json_object_object_add(o, "recovery_key", json_object_new_string((const char *)recovery->data));
-		progress_event("ready", o);
+		print_ready_json(m, recovery);
 	} else {
 		if (recovery)
 			cli_show_recovery_key(recovery, -1);

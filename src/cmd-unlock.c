@@ -142,26 +142,7 @@ static uint32_t cmdline_timeout(void)
 /* Run a helper with nothing of ours: its output must never reach the key pipe. */
 static int run_quiet(char *const argv[])
 {
-	pid_t pid = fork();
-	int status;
-
-	if (pid < 0)
-		return -errno;
-	if (pid == 0) {
-		int fd = open("/dev/null", O_RDWR);
-
-		if (fd >= 0) {
-			dup2(fd, STDIN_FILENO);
-			dup2(fd, STDOUT_FILENO);
-			dup2(fd, STDERR_FILENO);
-		}
-		execvp(argv[0], argv);
-		_exit(127);
-	}
-	while (waitpid(pid, &status, 0) < 0)
-		if (errno != EINTR)
-			return -errno;
-	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EIO;
+	return cli_run(argv, true) == 0 ? 0 : -EIO;
 }
 
 /* TPM drivers that are modules rather than built in; whichever is absent just fails. */
