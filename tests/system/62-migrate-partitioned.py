@@ -11,7 +11,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from migratelib import (  # noqa: E402
     MARKER, State, TestFailure, boot_plain, boot_unattended, check_new_root, fresh_tpm, log,
-    machine, usb_drive, migrate, slaves, plain_disk, trial_boot, wait_phase, write_marker)
+    machine, usb_drive, migrate, check_crypt_mount, plain_disk, trial_boot, wait_phase, write_marker)
 from pifw import main  # noqa: E402
 
 
@@ -37,14 +37,7 @@ def test():
         boot_unattended(m)
         m.wait_shell()
         check_new_root(m, device="/dev/sda2")
-        _, src = m.sh("findmnt -no SOURCE /var/log")
-        if src.strip() != "/dev/mapper/crypt-var-log":
-            raise TestFailure(f"/var/log is on {src.strip()!r}, not /dev/mapper/crypt-var-log")
-        _, table = m.sh("dmsetup table crypt-var-log")
-        if " crypt " not in f" {table} ":
-            raise TestFailure(f"/var/log is not on dm-crypt: {table!r}")
-        if slaves(m, "crypt-var-log") != ["sda4"]:
-            raise TestFailure(f"crypt-var-log is on {slaves(m, 'crypt-var-log')}, not sda4")
+        check_crypt_mount(m, "/var/log", "crypt-var-log", "/dev/sda4", token=False)
         m.sh("grep -q lockroot-log-line /var/log/lockroot-test.log")
         state = wait_phase(m, "done")
         if state.get("erase_done"):
