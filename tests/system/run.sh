@@ -16,7 +16,7 @@ set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 TOP=$(cd "$HERE/../.." && pwd)
 export BUILD=${BUILD:-$TOP/build}
-export SYSTEM_STATE=$BUILD/system
+export SYSTEM_STATE=${SYSTEM_STATE:-$BUILD/system}
 PY=(/usr/bin/python3 -B) # Debian's: python3-pexpect is installed for it
 
 missing() {
