@@ -71,8 +71,13 @@ struct lr_format_params {
 	const struct lr_secret *recovery_key_value; /* with recovery_key: this key (display form,
 					     * several volumes sharing one) instead of a new one;
 					     * the result's recovery_key is then NULL */
+	const char *header;                 /* non-NULL: a detached header FILE, created here
+					     * (O_EXCL, 0600); device is then only the data device
+					     * and is not written */
+	uint64_t data_offset;               /* bytes, multiple of 4096; 0: libcryptsetup's default */
 };
-/* Create a new LUKS2 volume whose first keyslot is HSM-locked. Destroys what is on device. */
+/* Create a new LUKS2 volume whose first keyslot is HSM-locked. Destroys what is on device
+ * (or, with header, creates that file and leaves device alone). */
 int lr_format(const struct lr_format_params *p, struct lr_enroll_result *res);
 
 void lr_enroll_result_done(struct lr_enroll_result *res);

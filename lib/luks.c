@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 #include <linux/fs.h>
@@ -615,23 +616,64 @@ static int format_keyslots(struct crypt_device *cd, const struct lr_format_param
 	return 0;
 }
 
+/* A detached header file: created empty (libcryptsetup needs an existing file of at least
+ * one block), never over an existing one. */
+static int create_header_file(const char *path)
+{
+	int fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0600), r = 0;
+
+	if (fd < 0)
+		return lr_error_code(-errno, "cannot create the header file %s: %s", path, strerror(errno));
+	if (ftruncate(fd, 4096) < 0)
+		r = lr_error_code(-errno, "cannot write the header file %s: %s", path, strerror(errno));
+	close(fd);
+	if (r < 0)
+		unlink(path);
+	return r;
+}
+
+static int format_init(const struct lr_format_params *p, struct crypt_device **cd, bool *created)
+{
+	int r;
+
+	if (!p->header)
+		return lr_crypt_init(p->device, cd);
+	r = create_header_file(p->header);
+	if (r < 0)
+		return r;
+	*created = true;
+	r = crypt_init_data_device(cd, p->header, p->device);
+	if (r < 0)
+		return lr_error_code(r, "cannot open %s with the header %s: %s", p->device, p->header, strerror(-r));
+	crypt_set_log_callback(*cd, crypt_log_cb, NULL);
+	if (p->data_offset) {
+		r = crypt_set_data_offset(*cd, p->data_offset / 512);
+		if (r < 0)
+			return lr_error_code(r, "invalid data offset %" PRIu64 ": %s", p->data_offset, strerror(-r));
+	}
+	return 0;
+}
+
 int lr_format(const struct lr_format_params *p, struct lr_enroll_result *res)
 {
 	_cleanup_crypt_ struct crypt_device *cd = NULL;
 	struct lock_result l = { 0 };
+	bool created = false;
 	int r;
 
 	memset(res, 0, sizeof(*res));
 	res->keyslot = res->token = res->recovery_keyslot = -1;
 	if (access(p->device, F_OK) < 0)
 		return lr_error_code(-ENOENT, "%s: no such device or file", p->device);
-	r = check_writable(p->device);
-	if (r < 0)
-		return r;
+	if (!p->header) {
+		r = check_writable(p->device);
+		if (r < 0)
+			return r;
+	}
 	r = lock_and_prove(p->device, p->hsm, p->bind_mask, p->bind_default, &l);
 	if (r < 0)
 		goto out;
-	r = lr_crypt_init(p->device, &cd);
+	r = format_init(p, &cd, &created);
 	if (r < 0)
 		goto out;
 	r = format_header(cd, p);
@@ -640,6 +682,8 @@ int lr_format(const struct lr_format_params *p, struct lr_enroll_result *res)
 	r = format_keyslots(cd, p, &l, res);
 out:
 	lock_result_done(&l);
+	if (r < 0 && created)
+		unlink(p->header); /* a half-made header file is of no use */
 	return r;
 }
 

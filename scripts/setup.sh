@@ -8,7 +8,7 @@ PACKAGES="
   libcryptsetup-dev cryptsetup-bin libjson-c-dev libssl-dev libfdisk-dev
   libtss2-dev swtpm tpm2-tools
   libp11-kit-dev p11-kit softhsm2 opensc
-  jq util-linux procps expect mmdebstrap
+  jq util-linux procps expect mmdebstrap python3-cryptography
   qemu-system-x86 mtools dosfstools fdisk e2fsprogs python3-pexpect
 "
 if [ "$(id -u)" != 0 ]; then
