@@ -130,6 +130,14 @@ ExecStart=
 ExecStart=-/sbin/agetty --autologin root --noclear --keep-baud 115200,38400,9600 %I $TERM
 EOF
 : >"$tree/etc/motd"
+# Two guests share two cores in the test run: under that load udev can take longer than
+# systemd's default 90 s to announce a device, and the guest would fall into emergency mode.
+mkdir -p "$tree/etc/systemd/system.conf.d"
+cat >"$tree/etc/systemd/system.conf.d/lockroot-test-timeouts.conf" <<'EOF'
+[Manager]
+DefaultTimeoutStartSec=300s
+DefaultDeviceTimeoutSec=300s
+EOF
 # The tests' manifest of a tree (content, owners, modes, xattrs, ACLs, hard links).
 install -m 755 "$HERE/guest-manifest.sh" "$tree/usr/local/sbin/lockroot-test-manifest"
 # Units a test guest never needs (each costs seconds under TCG): VGA gettys, periodic jobs.
