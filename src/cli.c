@@ -1,15 +1,20 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
 
+#include <json-c/json.h>
+
 #include "cli.h"
+#include "config.h"
 
 struct cli cli;
 
@@ -261,4 +266,75 @@ int cli_run(char *const argv[], bool quiet)
 		if (errno != EINTR)
 			return -errno;
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+int cli_run_ok(char *const argv[], bool quiet)
+{
+	int r = cli_run(argv, quiet);
+
+	if (r == 127)
+		return lr_error_code(-ENOENT, "%s: command not found", argv[0]);
+	if (r > 0)
+		return lr_error_code(-EIO, "%s failed (exit status %d)", argv[0], r);
+	return r;
+}
+
+/* json-c copies the key into its own buffers (the object's string and the printed text):
+ * wipe both before they are freed. */
+void cli_print_ready(struct json_object *o, const struct lr_secret *recovery)
+{
+	struct json_object *rk;
+	const char *text;
+
+	if (recovery)
+		json_object_object_add(o, "recovery_key", json_object_new_string((const char *)recovery->data));
+	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+	printf("%s\n", text);
+	fflush(stdout);
+	explicit_bzero((char *)text, strlen(text));
+	if (json_object_object_get_ex(o, "recovery_key", &rk))
+		explicit_bzero((char *)json_object_get_string(rk), (size_t)json_object_get_string_len(rk));
+	json_object_put(o);
+}
+
+#define WANTS_DIR "/etc/systemd/system/multi-user.target.wants"
+
+int cli_enable_unit(const char *root, const char *unit)
+{
+	char path[PATH_MAX], target[PATH_MAX], dir[PATH_MAX];
+	const char *r = root && strcmp(root, "/") ? root : "";
+
+	snprintf(target, sizeof(target), "%s/%s", LOCKROOT_UNIT_DIR, unit);
+	snprintf(path, sizeof(path), "%s%s", r, target);
+	if (access(path, R_OK) < 0)
+		return lr_error_code(-ENOPKG, "%s is missing: install the lockroot package", path);
+	snprintf(dir, sizeof(dir), "%s" WANTS_DIR, r);
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+		return lr_error_code(-errno, "cannot create %s: %s", dir, strerror(errno));
+	if (snprintf(path, sizeof(path), "%s/%s", dir, unit) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	if (symlink(target, path) < 0 && errno != EEXIST)
+		return lr_error_code(-errno, "cannot create %s: %s", path, strerror(errno));
+	return 0;
+}
+
+int cli_disable_unit(const char *root, const char *unit)
+{
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s" WANTS_DIR "/%s", root && strcmp(root, "/") ? root : "", unit);
+	if (unlink(path) < 0 && errno != ENOENT)
+		return lr_error_code(-errno, "cannot remove %s: %s", path, strerror(errno));
+	return 0;
+}
+
+bool cli_same_device(const char *a, const char *b)
+{
+	struct stat x, y;
+
+	if (stat(a, &x) < 0 || stat(b, &y) < 0)
+		return false;
+	if (S_ISBLK(x.st_mode) && S_ISBLK(y.st_mode))
+		return x.st_rdev == y.st_rdev;
+	return !S_ISBLK(x.st_mode) && !S_ISBLK(y.st_mode) && x.st_dev == y.st_dev && x.st_ino == y.st_ino;
 }

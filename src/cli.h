@@ -58,8 +58,19 @@ int cmd_fingerprint(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
 int cmd_setup_boot(int argc, char **argv);
 int cmd_migrate(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
+/* lockroot convert --via DEV ... (src/cmd-convert-via.c): argc/argv as for cmd_convert; also
+ * --via-finish (lockroot-convert-via.service) and --via-status. */
+int convert_via(int argc, char **argv);
 /* lockroot status: the state of the last migration, if any (text). */
 void cli_print_migration(void);
+/* lockroot status / convert --status: the state of a conversion through a staging drive, if
+ * any (text, or JSON with cli.json). Prints nothing when there is none. */
+void cli_print_conversion_via(void);
+/* lockroot status: the conversion in progress or last finished (text), if any. */
+void cli_print_conversion(void);
+/* The same as JSON (state + progress, as lockroot convert --status --json), or NULL. */
+struct json_object *cli_conversion_json(void);
 
 /* --hsm SPEC [--pcrs LIST] [--pin-file F] into an lr_hsm; *pin owns the PIN. Exit code. */
 int cli_hsm_setup(const char *cmd, const char *spec, const char *pcrs, const char *pin_file,
@@ -75,5 +86,34 @@ bool cli_confirm(const char *cmd, const char *question, const char *yes);
  * stdout always: ours carries the JSON events). Returns its exit status (127: it could not be
  * started, 128+N: killed by signal N) or -errno when fork/wait failed. Logs nothing. */
 int cli_run(char *const argv[], bool quiet);
+/* cli_run(), with "not found" and a non-zero status logged: 0 or -ENOENT / -EIO. */
+int cli_run_ok(char *const argv[], bool quiet);
+/* Two names of one block device (st_rdev; udev links resolve), or of one file (images). */
+bool cli_same_device(const char *a, const char *b);
 /* Print the recovery key once, framed, on stdout. */
 void cli_show_recovery_key(const struct lr_secret *key, int keyslot);
+/* Print the JSON event o (consumed) with "recovery_key" (if any) on one line of stdout, then
+ * wipe json-c's copies of the key. */
+struct json_object;
+void cli_print_ready(struct json_object *o, const struct lr_secret *recovery);
+/* Enable / disable UNIT (in LOCKROOT_UNIT_DIR) for multi-user.target in the system at root
+ * ("" or "/": the running one) by its wants/ link, as systemctl enable would. -errno, logged. */
+int cli_enable_unit(const char *root, const char *unit);
+int cli_disable_unit(const char *root, const char *unit);
+
+/* Boot (cmd-unlock.c): load the TPM drivers that are modules; lockroot.timeout= from the
+ * kernel command line (default 30 s); call attempt(userdata) until it returns anything but
+ * -ENODEV (HSM absent) or timeout_s has passed, printing that it waits and, at the end, only
+ * the last attempt's messages. what names the device waited for. */
+void cli_load_tpm_drivers(void);
+uint32_t cli_cmdline_timeout(void);
+int cli_hsm_wait(const char *what, uint32_t timeout_s, int (*attempt)(void *userdata), void *userdata);
+
+/* initramfs (cmd-setup-boot.c): run cmd ("update-initramfs -u -k all", split at spaces) in the
+ * system at root (chroot unless "/"); check every ROOT/boot/initrd.img-* lists each of want
+ * (substrings of lsinitramfs lines). -errno, logged. */
+int cli_initramfs_rebuild(const char *root, const char *cmd);
+int cli_initramfs_verify(const char *root, const char *const *want, size_t n_want);
+/* Each planned boot file change: "change PATH (original kept ...)" and its -/+ lines. */
+struct lr_bootcfg_change;
+void cli_print_changes(const struct lr_bootcfg_change *c, size_t n);

@@ -34,6 +34,7 @@
 #include "bootcfg.h"
 #include "config.h"
 #include "cli.h"
+#include "migrate-util.h"
 #include "erase.h"
 #include "migrate.h"
 #include "partition.h"
@@ -44,8 +45,6 @@
 #define CRYPTTAB_OPTIONS "luks,discard,initramfs,keyscript=" KEYSCRIPT
 #define WORK_DIR "/run/lockroot/migrate"
 #define SERVICE "lockroot-migrate.service"
-#define SERVICE_UNIT LOCKROOT_UNIT_DIR "/" SERVICE
-#define SERVICE_WANTS "/etc/systemd/system/multi-user.target.wants/" SERVICE
 #define REBOOT_CMD "systemctl reboot '0 tryboot'"
 #define MAX_DATA (LR_MIGRATE_MAX_VOLUMES - 1)
 #define MiB (1024ULL * 1024)
@@ -141,17 +140,6 @@ struct migrate {
 
 /* ---- small helpers ---- */
 
-static int run_ok(char *const argv[], bool quiet)
-{
-	int r = cli_run(argv, quiet);
-
-	if (r == 127)
-		return lr_error_code(-ENOENT, "%s: command not found", argv[0]);
-	if (r > 0)
-		return lr_error_code(-EIO, "%s failed (exit status %d)", argv[0], r);
-	return r;
-}
-
 static const char *size_str(uint64_t b, char *buf, size_t len)
 {
 	lr_format_size(b, buf, len);
@@ -159,7 +147,7 @@ static const char *size_str(uint64_t b, char *buf, size_t len)
 }
 
 /* Where a mount point is mounted from (/proc/self/mountinfo), or "" */
-static void mount_source(const char *mountpoint, char *out, size_t len)
+void migrate_mount_source(const char *mountpoint, char *out, size_t len)
 {
 	FILE *f = fopen("/proc/self/mountinfo", "re");
 	char line[4096];
@@ -318,18 +306,18 @@ static int parse(struct migrate *m, enum mode *mode, int argc, char **argv)
 
 /* ---- validate: nothing is written ---- */
 
-static int check_source(struct migrate *m)
+int migrate_check_source(const char *arg, char *source, size_t len)
 {
 	struct lr_rootdev rd = { 0 };
 	struct stat root, src;
 	int r;
 
-	if (!m->source_arg)
-		snprintf(m->source, sizeof(m->source), "/dev/mmcblk0p2");
-	else if (strspn(m->source_arg, "0123456789") == strlen(m->source_arg))
-		snprintf(m->source, sizeof(m->source), "/dev/mmcblk0p%s", m->source_arg);
+	if (!arg)
+		snprintf(source, len, "/dev/mmcblk0p2");
+	else if (strspn(arg, "0123456789") == strlen(arg))
+		snprintf(source, len, "/dev/mmcblk0p%s", arg);
 	else
-		snprintf(m->source, sizeof(m->source), "%s", m->source_arg);
+		snprintf(source, len, "%s", arg);
 	r = lr_rootdev_find(&rd);
 	if (r < 0)
 		return r;
@@ -342,20 +330,25 @@ static int check_source(struct migrate *m)
 		r = -errno;
 		goto out;
 	}
-	if (stat(m->source, &src) < 0 || !S_ISBLK(src.st_mode)) {
+	if (stat(source, &src) < 0 || !S_ISBLK(src.st_mode)) {
 		r = lr_error_code(-ENOENT, "-m %s: no such block device (the running root is %s; name it with -m)",
-				  m->source, rd.source);
+				  source, rd.source);
 		goto out;
 	}
 	if (src.st_rdev != root.st_dev) {
-		r = lr_error_code(-ENOENT, "-m %s is not the running root (/ is mounted from %s): migrate copies "
-				  "the running system; use -m %s", m->source, rd.source, rd.source);
+		r = lr_error_code(-ENOENT, "-m %s is not the running root (/ is mounted from %s): lockroot copies "
+				  "the running system; use -m %s", source, rd.source, rd.source);
 		goto out;
 	}
 	r = 0;
 out:
 	lr_rootdev_done(&rd);
 	return r;
+}
+
+static int check_source(struct migrate *m)
+{
+	return migrate_check_source(m->source_arg, m->source, sizeof(m->source));
 }
 
 /* sysfs directory of a block device, e.g. /sys/dev/block/8:0 */
@@ -422,27 +415,27 @@ static int check_target_unused(const char *target, dev_t disk)
 	return r;
 }
 
-static int check_target(struct migrate *m)
+int migrate_check_drive(const char *opt, const char *target, const char *source, struct lr_disk_info *disk)
 {
 	char srcdisk[64], tdir[128], path[PATH_MAX];
 	struct stat t, s;
 	unsigned srcpart;
 	int r;
 
-	if (stat(m->target, &t) < 0)
-		return lr_error_code(-ENOENT, "-x %s: no such device (is the drive plugged in? see lsblk)", m->target);
+	if (stat(target, &t) < 0)
+		return lr_error_code(-ENOENT, "%s %s: no such device (is the drive plugged in? see lsblk)", opt, target);
 	if (!S_ISBLK(t.st_mode))
-		return lr_error_code(-ENOTBLK, "-x %s is not a block device", m->target);
+		return lr_error_code(-ENOTBLK, "%s %s is not a block device", opt, target);
 	sysfs_dev(t.st_rdev, tdir, sizeof(tdir));
 	snprintf(path, sizeof(path), "%s/partition", tdir);
 	if (access(path, F_OK) == 0)
-		return lr_error_code(-EINVAL, "-x %s is a partition: name the whole drive (e.g. /dev/sda) and the "
-				     "partition number with -p", m->target);
-	r = lr_disk_of_partition(m->source, srcdisk, sizeof(srcdisk), &srcpart);
+		return lr_error_code(-EINVAL, "%s %s is a partition: name the whole drive (e.g. /dev/sda) and the "
+				     "partition number with -p", opt, target);
+	r = lr_disk_of_partition(source, srcdisk, sizeof(srcdisk), &srcpart);
 	if (r == 0 && stat(srcdisk, &s) == 0 && s.st_rdev == t.st_rdev)
-		return lr_error_code(-EINVAL, "-x %s holds the running root (%s): the target must be another drive",
-				     m->target, m->source);
-	r = check_target_unused(m->target, t.st_rdev);
+		return lr_error_code(-EINVAL, "%s %s holds the running root (%s): the target must be another drive",
+				     opt, target, source);
+	r = check_target_unused(target, t.st_rdev);
 	if (r < 0)
 		return r;
 	snprintf(path, sizeof(path), "%s/ro", tdir);
@@ -456,9 +449,14 @@ static int check_target(struct migrate *m)
 			fclose(f);
 		}
 		if (ro)
-			return lr_error_code(-EROFS, "%s is read-only (write-protect switch?)", m->target);
+			return lr_error_code(-EROFS, "%s is read-only (write-protect switch?)", target);
 	}
-	return lr_disk_inspect(m->target, &m->disk);
+	return lr_disk_inspect(target, disk);
+}
+
+static int check_target(struct migrate *m)
+{
+	return migrate_check_drive("-x", m->target, m->source, &m->disk);
 }
 
 /* A previous migration to this drive that did not finish: its partitions may be reused. */
@@ -582,7 +580,7 @@ static int check_sizes(struct migrate *m)
 	return 0;
 }
 
-static int check_tools(void)
+int migrate_check_tools(void)
 {
 	static const char *const need[][2] = {
 		{ "/usr/bin/rsync", "rsync" },
@@ -633,60 +631,67 @@ static void data_name(const struct migrate *m, size_t i, char *out, size_t len)
 	out[o] = '\0';
 }
 
-static int plan_boot(struct migrate *m)
+int migrate_plan_boot(const char *name, const char *luks_uuid, struct lr_bootcfg_info *boot,
+		      struct lr_migrate_state *st, char *trial_cmdline, size_t trial_len)
 {
 	struct lr_bootcfg_change *c = NULL;
 	_cleanup_free_ char *source = NULL;
-	struct lr_bootcfg cfg = { .root = "/", .name = m->name, .crypttab_options = CRYPTTAB_OPTIONS };
+	struct lr_bootcfg cfg = { .root = "/", .name = name, .crypttab_options = CRYPTTAB_OPTIONS };
 	const char *slash;
 	size_t n = 0;
 	int r;
 
-	r = lr_bootcfg_inspect("/", &m->boot);
+	r = lr_bootcfg_inspect("/", boot);
 	if (r < 0)
 		return r;
-	if (!m->boot.boot_dir)
+	if (!boot->boot_dir)
 		return lr_error_code(-ENOENT, "no Raspberry Pi boot partition (config.txt and cmdline.txt in "
-				     "/boot/firmware or /boot): lockroot migrate switches a Pi's boot");
-	snprintf(m->st.boot_dir, sizeof(m->st.boot_dir), "%s", m->boot.boot_dir);
-	mount_source(m->boot.boot_dir, m->st.boot_device, sizeof(m->st.boot_device));
-	slash = strrchr(m->boot.cmdline_path, '/');
-	snprintf(m->st.cmdline_file, sizeof(m->st.cmdline_file), "%s", slash ? slash + 1 : m->boot.cmdline_path);
-	if (m->boot.initramfs)
-		snprintf(m->st.initramfs, sizeof(m->st.initramfs), "%s", m->boot.initramfs);
+				     "/boot/firmware or /boot): lockroot switches a Pi's boot");
+	snprintf(st->boot_dir, sizeof(st->boot_dir), "%s", boot->boot_dir);
+	migrate_mount_source(boot->boot_dir, st->boot_device, sizeof(st->boot_device));
+	slash = strrchr(boot->cmdline_path, '/');
+	snprintf(st->cmdline_file, sizeof(st->cmdline_file), "%s", slash ? slash + 1 : boot->cmdline_path);
+	if (boot->initramfs)
+		snprintf(st->initramfs, sizeof(st->initramfs), "%s", boot->initramfs);
 	else
-		snprintf(m->st.initramfs, sizeof(m->st.initramfs), "initrd.img");
-	if (!m->boot.auto_initramfs)
-		cfg.initramfs = m->st.initramfs;
-	if (asprintf(&source, "UUID=%s", m->st.volumes[0].uuid) < 0)
+		snprintf(st->initramfs, sizeof(st->initramfs), "initrd.img");
+	if (!boot->auto_initramfs)
+		cfg.initramfs = st->initramfs;
+	if (asprintf(&source, "UUID=%s", luks_uuid) < 0)
 		return -ENOMEM;
 	cfg.source = source;
 	r = lr_bootcfg_plan(&cfg, &c, &n);
 	if (r < 0)
 		return r;
 	for (size_t i = 0; i < n; i++) {
-		if (strcmp(c[i].path, m->boot.cmdline_path) == 0)
-			m->st.final_cmdline = strdup(c[i].new_text);
-		else if (strcmp(c[i].path, m->boot.config_path) == 0)
-			m->st.final_config = strdup(c[i].new_text);
-		else if (strncmp(c[i].path, m->boot.boot_dir, strlen(m->boot.boot_dir)) == 0)
+		if (strcmp(c[i].path, boot->cmdline_path) == 0)
+			st->final_cmdline = strdup(c[i].new_text);
+		else if (strcmp(c[i].path, boot->config_path) == 0)
+			st->final_config = strdup(c[i].new_text);
+		else if (strncmp(c[i].path, boot->boot_dir, strlen(boot->boot_dir)) == 0)
 			r = lr_error_code(-EOPNOTSUPP, "%s would have to change too: config.txt includes other "
-					  "files in a way lockroot migrate does not handle; simplify config.txt",
+					  "files in a way lockroot does not handle; simplify config.txt",
 					  c[i].path);
 	}
 	lr_bootcfg_changes_free(c, n);
 	if (r < 0)
 		return r;
-	if (!m->st.final_config)
-		m->st.final_config = read_or_null(m->boot.config_path);
-	if (!m->st.final_cmdline)
-		m->st.final_cmdline = read_or_null(m->boot.cmdline_path);
-	if (!m->st.final_config || !m->st.final_cmdline)
-		return lr_error_code(-EIO, "cannot read %s or %s", m->boot.config_path, m->boot.cmdline_path);
-	snprintf(m->trial_cmdline, sizeof(m->trial_cmdline), "%.*s panic=10 lockroot.tryboot=%s",
-		 (int)strcspn(m->st.final_cmdline, "\n"), m->st.final_cmdline,
-		 *m->st.boot_device ? m->st.boot_device : "none");
+	if (!st->final_config)
+		st->final_config = read_or_null(boot->config_path);
+	if (!st->final_cmdline)
+		st->final_cmdline = read_or_null(boot->cmdline_path);
+	if (!st->final_config || !st->final_cmdline)
+		return lr_error_code(-EIO, "cannot read %s or %s", boot->config_path, boot->cmdline_path);
+	snprintf(trial_cmdline, trial_len, "%.*s panic=10 lockroot.tryboot=%s",
+		 (int)strcspn(st->final_cmdline, "\n"), st->final_cmdline,
+		 *st->boot_device ? st->boot_device : "none");
 	return 0;
+}
+
+static int plan_boot(struct migrate *m)
+{
+	return migrate_plan_boot(m->name, m->st.volumes[0].uuid, &m->boot, &m->st, m->trial_cmdline,
+				 sizeof(m->trial_cmdline));
 }
 
 /* The state to be saved: volumes, UUIDs chosen now so the plan can show every file. */
@@ -852,26 +857,56 @@ static int make_volumes(struct migrate *m, struct act *a, struct lr_secret *reco
 					     strerror(-r));
 		a->n_active++;
 		snprintf(mapped, sizeof(mapped), "/dev/mapper/%s", u.name);
-		r = run_ok(mkfs, false);
+		r = cli_run_ok(mkfs, false);
 		if (r < 0)
 			return r;
 	}
 	return 0;
 }
 
-/* rsync -aHAX with --info=progress2 parsed into our progress display. */
-static int rsync_pass(const char *src, const char *dst, bool delete, const char *phase)
+/* "Literal data: 1,234 bytes" -> 1234 */
+static bool stats_number(const char *line, const char *key, uint64_t *out)
+{
+	size_t kl = strlen(key);
+	const char *c = line + kl;
+	uint64_t v = 0;
+
+	if (strncmp(line, key, kl) != 0)
+		return false;
+	while (*c == ' ')
+		c++;
+	for (; isdigit((unsigned char)*c) || *c == ','; c++)
+		if (*c != ',')
+			v = v * 10 + (uint64_t)(*c - '0');
+	*out = v;
+	return true;
+}
+
+/* rsync -aHAX with --info=progress2 parsed into our progress display, --stats into stats. */
+int migrate_rsync(const char *src, const char *dst, bool delete, const char *phase, const char *exclude,
+		  struct migrate_rsync_stats *stats)
 {
 	char *argv[] = { (char *)"rsync", (char *)"-aHAX", (char *)"--numeric-ids", (char *)"--one-file-system",
-			 (char *)"--info=progress2", (char *)"--no-inc-recursive", (char *)"--exclude",
+			 (char *)"--info=progress2", (char *)"--no-inc-recursive", (char *)"--stats", (char *)"--exclude",
 			 (char *)LR_MIGRATE_STATE_PATH, (char *)(delete ? "--delete" : "--partial"),
-			 (char *)src, (char *)dst, NULL };
+			 (char *)src, (char *)dst, NULL, NULL, NULL };
+	struct migrate_rsync_stats dummy;
 	struct progress p;
 	int pipefd[2], status;
 	char buf[4096], line[512];
 	size_t ll = 0;
 	pid_t pid;
 
+	if (!stats)
+		stats = &dummy;
+	memset(stats, 0, sizeof(*stats));
+	if (exclude) {
+		/* before the paths: rsync takes the last two arguments as source and destination */
+		argv[10] = (char *)"--exclude";
+		argv[11] = (char *)exclude;
+		argv[12] = (char *)src;
+		argv[13] = (char *)dst;
+	}
 	if (pipe2(pipefd, O_CLOEXEC) < 0)
 		return -errno;
 	fflush(NULL);
@@ -900,6 +935,10 @@ static int rsync_pass(const char *src, const char *dst, bool delete, const char 
 			}
 			line[ll] = '\0';
 			ll = 0;
+			if (stats_number(line, "Literal data:", &stats->literal) ||
+			    stats_number(line, "Total bytes sent:", &stats->sent) ||
+			    stats_number(line, "Number of regular files transferred:", &stats->files))
+				continue;
 			/* "  1,234,567  45%   12.34MB/s    0:00:12 (xfr#12, to-chk=100/200)" */
 			char num[64];
 			unsigned pct;
@@ -961,32 +1000,17 @@ static int configure_new_root(struct migrate *m, const char *newroot)
 	return r;
 }
 
-static int enable_service(const char *root)
-{
-	char unit[PATH_MAX], wants[PATH_MAX], dir[PATH_MAX];
-
-	snprintf(unit, sizeof(unit), "%s" SERVICE_UNIT, root);
-	if (access(unit, R_OK) < 0)
-		return lr_error_code(-ENOPKG, "%s is missing: install the lockroot package", unit);
-	snprintf(dir, sizeof(dir), "%s/etc/systemd/system/multi-user.target.wants", root);
-	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-		return lr_error_code(-errno, "cannot create %s: %s", dir, strerror(errno));
-	snprintf(wants, sizeof(wants), "%s" SERVICE_WANTS, root);
-	if (symlink(SERVICE_UNIT, wants) < 0 && errno != EEXIST)
-		return lr_error_code(-errno, "cannot create %s: %s", wants, strerror(errno));
-	return 0;
-}
-
 /* The new root's initramfs, built in a chroot (as fast as it gets: in the running system's
  * own kernel, no emulation), and checked. */
-static int build_initramfs(struct migrate *m, struct act *a, const char *newroot)
+int migrate_build_initramfs(const char *newroot, const char *boot_dir)
 {
 	static const char *const binds[] = { "/dev", "/proc", "/sys" };
 	char path[PATH_MAX], initrd[PATH_MAX], dst[PATH_MAX];
+	struct act binds_act = { 0 }, *a = &binds_act;
 	struct utsname u;
 	pid_t pid;
 	int r, status;
-	size_t mark = a->n_mounts;
+	size_t mark = 0;
 
 	if (uname(&u) < 0)
 		return -errno;
@@ -1043,7 +1067,7 @@ static int build_initramfs(struct migrate *m, struct act *a, const char *newroot
 			goto out;
 		}
 	}
-	snprintf(dst, sizeof(dst), "%s/%s", m->st.boot_dir, LR_TRIAL_INITRD);
+	snprintf(dst, sizeof(dst), "%s/%s", boot_dir, LR_TRIAL_INITRD);
 	r = lr_copy_file_atomic(initrd, dst);
 out:
 	while (a->n_mounts > mark) {
@@ -1087,9 +1111,9 @@ static int copy_root(struct migrate *m, struct act *a)
 	}
 	snprintf(srcs, sizeof(srcs), "%s/", src);
 	snprintf(dsts, sizeof(dsts), "%s/", newroot);
-	r = rsync_pass(srcs, dsts, false, "copy");
+	r = migrate_rsync(srcs, dsts, false, "copy", NULL, NULL);
 	if (r == 0)
-		r = rsync_pass(srcs, dsts, true, "sync");
+		r = migrate_rsync(srcs, dsts, true, "sync", NULL, NULL);
 	if (r < 0)
 		return r;
 	r = configure_new_root(m, newroot);
@@ -1098,9 +1122,9 @@ static int copy_root(struct migrate *m, struct act *a)
 	m->st.phase = LR_MIGRATE_TRIAL;
 	r = lr_migrate_state_save(newroot, &m->st);
 	if (r == 0)
-		r = enable_service(newroot);
+		r = cli_enable_unit(newroot, SERVICE);
 	if (r == 0)
-		r = build_initramfs(m, a, newroot);
+		r = migrate_build_initramfs(newroot, m->st.boot_dir);
 	return r;
 }
 
@@ -1120,27 +1144,16 @@ static int fsck_volumes(struct act *a)
 	return 0;
 }
 
-/* {"event":"ready",...,"recovery_key":...}: json-c copies the key into its own buffers (the
- * object's string and the printed text); wipe both before they are freed. */
 static void print_ready_json(const struct migrate *m, const struct lr_secret *recovery)
 {
-	struct json_object *o = json_object_new_object(), *st = lr_migrate_state_json(&m->st), *rk;
-	const char *text;
+	struct json_object *o = json_object_new_object(), *st = lr_migrate_state_json(&m->st);
 
 	json_object_object_add(o, "event", json_object_new_string("ready"));
 	json_object_object_foreach(st, k, v)
 		json_object_object_add(o, k, json_object_get(v));
 	json_object_put(st);
 	json_object_object_add(o, "reboot", json_object_new_string(REBOOT_CMD));
-	if (recovery)
-		json_object_object_add(o, "recovery_key", json_object_new_string((const char *)recovery->data));
-	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
-	printf("%s\n", text);
-	fflush(stdout);
-	explicit_bzero((char *)text, strlen(text));
-	if (json_object_object_get_ex(o, "recovery_key", &rk))
-		explicit_bzero((char *)json_object_get_string(rk), (size_t)json_object_get_string_len(rk));
-	json_object_put(o);
+	cli_print_ready(o, recovery);
 }
 
 static int act(struct migrate *m)
@@ -1165,7 +1178,7 @@ static int act(struct migrate *m)
 	r = lr_migrate_state_save("/", &m->st);
 	if (r < 0)
 		goto out;
-	r = enable_service("");
+	r = cli_enable_unit("", SERVICE);
 	if (r < 0)
 		goto out;
 	r = lr_disk_apply(m->target, &m->disk, m->slots, m->n_slots);
@@ -1222,7 +1235,7 @@ out:
 	if (r == 0 && m->reboot) {
 		char *argv[] = { (char *)"systemctl", (char *)"reboot", (char *)"0 tryboot", NULL };
 
-		r = run_ok(argv, false);
+		r = cli_run_ok(argv, false);
 	}
 	return r;
 }
@@ -1458,7 +1471,7 @@ int cmd_migrate(int argc, char **argv)
 	if (r == 0)
 		r = check_state(&m, &prev);
 	if (r == 0)
-		r = check_tools();
+		r = migrate_check_tools();
 	if (r == 0)
 		r = check_hsm(&m);
 	if (r == 0)

@@ -6,6 +6,7 @@
  * checked to contain lockroot. --dry-run prints every change and stops.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <glob.h>
 #include <limits.h>
@@ -183,6 +184,16 @@ static void print_lines_missing(const char *a, const char *b, char mark)
 	}
 }
 
+void cli_print_changes(const struct lr_bootcfg_change *c, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		printf("  - %s %s%s\n", c[i].old_text ? "change" : "create", c[i].path,
+		       c[i].old_text ? " (original kept as " LR_BOOTCFG_BACKUP_SUFFIX ")" : "");
+		print_lines_missing(c[i].old_text ? c[i].old_text : "", c[i].new_text, '-');
+		print_lines_missing(c[i].new_text, c[i].old_text ? c[i].old_text : "", '+');
+	}
+}
+
 static void print_plan(const struct setup *s, const struct lr_bootcfg_change *c, size_t n)
 {
 	printf("Plan for %s (/dev/mapper/%s, UUID %s):\n", s->device, s->name, s->uuid);
@@ -191,12 +202,7 @@ static void print_plan(const struct setup *s, const struct lr_bootcfg_change *c,
 	else
 		printf("  - enroll: new keyslot locked by %s, lockroot token in the header%s\n", s->hsm_spec,
 		       s->recovery ? ", and a recovery key" : "");
-	for (size_t i = 0; i < n; i++) {
-		printf("  - %s %s%s\n", c[i].old_text ? "change" : "create", c[i].path,
-		       c[i].old_text ? " (original kept as " LR_BOOTCFG_BACKUP_SUFFIX ")" : "");
-		print_lines_missing(c[i].old_text ? c[i].old_text : "", c[i].new_text, '-');
-		print_lines_missing(c[i].new_text, c[i].old_text ? c[i].old_text : "", '+');
-	}
+	cli_print_changes(c, n);
 	if (n == 0)
 		printf("  - boot configuration already points at /dev/mapper/%s: no file changes\n", s->name);
 	if (strcmp(s->root, "/") == 0)
@@ -232,18 +238,18 @@ static int plan_files(const struct setup *s, struct lr_bootcfg_change **c, size_
 	return r;
 }
 
-static int run_initramfs(const struct setup *s)
+int cli_initramfs_rebuild(const char *root, const char *command)
 {
-	_cleanup_free_ char *cmd = strdup(s->initramfs_cmd);
+	_cleanup_free_ char *cmd = strdup(command);
 	char *argv[12];
 	int argc = 0, status;
 	pid_t pid;
 
 	if (!cmd)
 		return -ENOMEM;
-	if (strcmp(s->root, "/")) {
+	if (strcmp(root, "/")) {
 		argv[argc++] = (char *)"chroot";
-		argv[argc++] = (char *)s->root;
+		argv[argc++] = (char *)root;
 	}
 	for (char *w = strtok(cmd, " "); w && argc < 11; w = strtok(NULL, " "))
 		argv[argc++] = w;
@@ -253,46 +259,67 @@ static int run_initramfs(const struct setup *s)
 	if (pid < 0)
 		return -errno;
 	if (pid == 0) {
+		int fd = cli.json ? open("/dev/null", O_WRONLY) : -1;
+
+		/* --json: our stdout carries the JSON events */
+		if (fd >= 0)
+			dup2(fd, STDOUT_FILENO);
 		execvp(argv[0], argv);
 		_exit(127);
 	}
-	if (waitpid(pid, &status, 0) < 0)
-		return -errno;
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return -errno;
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-		return lr_error_code(-EIO, "'%s' failed (exit status %d)", s->initramfs_cmd,
+		return lr_error_code(-EIO, "'%s' failed (exit status %d)", command,
 				     WIFEXITED(status) ? WEXITSTATUS(status) : -1);
 	return 0;
 }
 
-/* Every initramfs must carry lockroot: a board whose initramfs lacks it cannot unlock. */
-static int verify_initramfs(const struct setup *s)
+static int run_initramfs(const struct setup *s)
 {
-	_cleanup_free_ char *pattern = root_path(s, "/boot/initrd.img-*");
+	return cli_initramfs_rebuild(s->root, s->initramfs_cmd);
+}
+
+/* Every initramfs must carry lockroot: a board whose initramfs lacks it cannot unlock. */
+int cli_initramfs_verify(const char *root, const char *const *want, size_t n_want)
+{
+	_cleanup_free_ char *pattern = NULL;
 	glob_t g = { 0 };
 	int r = 0;
 
-	if (!pattern || glob(pattern, 0, NULL, &g) != 0)
-		return lr_error_code(-ENOENT, "no initramfs found (%s)", pattern ? pattern : "/boot/initrd.img-*");
+	if (asprintf(&pattern, "%s/boot/initrd.img-*", strcmp(root, "/") ? root : "") < 0)
+		return -ENOMEM;
+	if (glob(pattern, 0, NULL, &g) != 0)
+		return lr_error_code(-ENOENT, "no initramfs found (%s)", pattern);
 	for (size_t i = 0; i < g.gl_pathc && r == 0; i++) {
-		char cmd[PATH_MAX + 64];
+		char cmd[PATH_MAX + 64], line[512];
+		bool found[16] = { 0 };
 		FILE *f;
-		bool found = false;
-		char line[512];
 
 		snprintf(cmd, sizeof(cmd), "lsinitramfs '%s' 2>/dev/null", g.gl_pathv[i]);
 		f = popen(cmd, "r");
 		while (f && fgets(line, sizeof(line), f))
-			found |= strstr(line, "lockroot") != NULL;
+			for (size_t k = 0; k < n_want && k < LR_ELEMENTSOF(found); k++)
+				found[k] |= strstr(line, want[k]) != NULL;
 		if (f)
 			pclose(f);
-		if (!found)
-			r = lr_error_code(-EIO, "%s does not contain lockroot: this kernel could not unlock the root",
-					  g.gl_pathv[i]);
-		else
+		for (size_t k = 0; k < n_want && k < LR_ELEMENTSOF(found) && r == 0; k++)
+			if (!found[k])
+				r = lr_error_code(-EIO, "%s does not contain %s: this kernel could not boot the root",
+						  g.gl_pathv[i], want[k]);
+		if (r == 0)
 			lr_info("%s contains lockroot", g.gl_pathv[i]);
 	}
 	globfree(&g);
 	return r;
+}
+
+static int verify_initramfs(const struct setup *s)
+{
+	static const char *const want[] = { "lockroot" };
+
+	return cli_initramfs_verify(s->root, want, LR_ELEMENTSOF(want));
 }
 
 static int do_enroll(const struct setup *s)

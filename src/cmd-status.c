@@ -145,6 +145,8 @@ static int crypttab_devices(struct json_object *list)
 int cmd_status(int argc, char **argv)
 {
 	struct json_object *devices = json_object_new_array(), *all = json_object_new_array();
+	struct json_object *conv = NULL, *conv_dev;
+	const char *conv_device = NULL;
 	bool json = false;
 	int c, r = 0;
 
@@ -159,13 +161,30 @@ int cmd_status(int argc, char **argv)
 		json_object_array_add(devices, json_object_new_string(argv[i]));
 	if (optind == argc)
 		crypttab_devices(devices);
+	conv = cli_conversion_json();
+	if (conv && json_object_object_get_ex(conv, "device", &conv_dev))
+		conv_device = json_object_get_string(conv_dev);
 	for (size_t i = 0; i < json_object_array_length(devices); i++) {
 		const char *dev = json_object_get_string(json_object_array_get_idx(devices, i));
 		struct json_object *o = NULL;
-		int k = lr_status(dev, &o);
+		bool converting = conv_device && cli_same_device(dev, conv_device);
+		int k;
 
-		if (k < 0) {
+		/* a device under conversion may not be LUKS2 yet: its state is what there is */
+		lr_log_demote(converting ? 1 : 0);
+		k = lr_status(dev, &o);
+		lr_log_demote(converting ? -1 : 0);
+		if (k < 0 && converting) {
+			o = json_object_new_object();
+			json_object_object_add(o, "device", json_object_new_string(dev));
+		} else if (k < 0) {
 			r = lr_exit_code(k);
+			continue;
+		}
+		if (converting)
+			json_object_object_add(o, "conversion", json_object_get(conv));
+		if (k < 0) {
+			json_object_array_add(all, o);
 			continue;
 		}
 		if (!json)
@@ -176,9 +195,12 @@ int cmd_status(int argc, char **argv)
 		puts(json_object_to_json_string_ext(all, JSON_C_TO_STRING_PRETTY));
 	else if (json_object_array_length(devices) == 0)
 		printf("No device given and none in /etc/crypttab.\n");
-	if (!json && optind == argc)
+	if (!json && optind == argc) {
 		cli_print_migration();
+		cli_print_conversion();
+	}
 out:
+	json_object_put(conv);
 	json_object_put(devices);
 	json_object_put(all);
 	return r;

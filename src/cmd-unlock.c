@@ -114,7 +114,7 @@ static void nap_ms(uint64_t ms)
 
 /* lockroot.timeout=N from the kernel command line (the last one wins, as for the kernel's
  * own parameters); read through LOCKROOT_SYSROOT so that tests can present one. */
-static uint32_t cmdline_timeout(void)
+uint32_t cli_cmdline_timeout(void)
 {
 	_cleanup_free_ char *cmdline = NULL;
 	uint32_t t = DEFAULT_TIMEOUT_S;
@@ -146,7 +146,7 @@ static int run_quiet(char *const argv[])
 }
 
 /* TPM drivers that are modules rather than built in; whichever is absent just fails. */
-static void load_tpm_drivers(void)
+void cli_load_tpm_drivers(void)
 {
 	static const char *const drivers[] = { "tpm_tis", "tpm_crb", "tpm_tis_spi", "tpm_tis_i2c" };
 
@@ -188,8 +188,7 @@ static void held_drop(bool print)
 	held.n = 0;
 }
 
-/* Unlock, retrying while the HSM is absent (-ENODEV) until timeout_s has passed. */
-static int unlock_waiting(const struct lr_unlock_params *p, uint32_t timeout_s, struct lr_secret **key)
+int cli_hsm_wait(const char *what, uint32_t timeout_s, int (*attempt)(void *userdata), void *userdata)
 {
 	uint64_t end = now_ms() + (uint64_t)timeout_s * 1000;
 	bool waited = false;
@@ -199,13 +198,12 @@ static int unlock_waiting(const struct lr_unlock_params *p, uint32_t timeout_s, 
 	for (;;) {
 		uint64_t now;
 
-		r = lr_unlock(p, key);
+		r = attempt(userdata);
 		now = now_ms();
 		if (r != -ENODEV || now >= end)
 			break;
 		if (!waited) {
-			fprintf(stderr, "lockroot: waiting for the TPM/HSM of %s (up to %u s) ...\n", p->device,
-				timeout_s);
+			fprintf(stderr, "lockroot: waiting for the TPM/HSM of %s (up to %u s) ...\n", what, timeout_s);
 			waited = true;
 		}
 		held_drop(false);
@@ -216,6 +214,26 @@ static int unlock_waiting(const struct lr_unlock_params *p, uint32_t timeout_s, 
 	if (r == -ENODEV && waited)
 		fprintf(stderr, "lockroot: gave up waiting for the TPM/HSM after %u s\n", timeout_s);
 	return r;
+}
+
+struct unlock_attempt {
+	const struct lr_unlock_params *p;
+	struct lr_secret **key;
+};
+
+static int try_unlock(void *userdata)
+{
+	struct unlock_attempt *a = userdata;
+
+	return lr_unlock(a->p, a->key);
+}
+
+/* Unlock, retrying while the HSM is absent (-ENODEV) until timeout_s has passed. */
+static int unlock_waiting(const struct lr_unlock_params *p, uint32_t timeout_s, struct lr_secret **key)
+{
+	struct unlock_attempt a = { p, key };
+
+	return cli_hsm_wait(p->device, timeout_s, try_unlock, &a);
 }
 
 /* ---- keyscript: asking a person ---- */
@@ -366,8 +384,8 @@ static int run_keyscript(const struct keyscript *ks, const struct lr_unlock_para
 		fprintf(stderr, "lockroot: the previous key for %s was rejected; not asking the TPM/HSM again\n", name);
 		return ask_and_write(ks, name);
 	}
-	load_tpm_drivers();
-	r = unlock_waiting(p, ks->have_timeout ? ks->timeout : cmdline_timeout(), &key);
+	cli_load_tpm_drivers();
+	r = unlock_waiting(p, ks->have_timeout ? ks->timeout : cli_cmdline_timeout(), &key);
 	if (r >= 0)
 		return write_key(key) == 0 ? 0 : -EIO;
 	if (tryboot)

@@ -20,6 +20,7 @@ static const struct {
 	{ "keygen", cmd_keygen, "create the HSM key (PKCS#11) if it does not exist" },
 	{ "setup-boot", cmd_setup_boot, "unlock an encrypted root at boot through the HSM" },
 	{ "migrate", cmd_migrate, "move the running root to an encrypted external drive" },
+	{ "convert", cmd_convert, "encrypt the running root in place" },
 };
 
 static void usage(FILE *f)
