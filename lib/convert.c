@@ -119,22 +119,6 @@ static int open_device(const char *device, int flags, uint64_t *size)
 	return fd;
 }
 
-static int fsync_dir_of(const char *path)
-{
-	_cleanup_free_ char *copy = strdup(path);
-	int fd, r = 0;
-
-	if (!copy)
-		return -ENOMEM;
-	fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	if (fsync(fd) < 0)
-		r = -errno;
-	close(fd);
-	return r;
-}
-
 static void hex32(const uint8_t in[32], char out[65])
 {
 	lr_hex(in, 32, out);
@@ -433,7 +417,10 @@ static int record_read(const char *path, struct record *rec)
 	return 0;
 }
 
-/* Write tmp, fsync, rename, fsync the directory: the record is either old or new. */
+/* Write tmp, fsync, rename, lr_sync_renamed(): the record is either old or new, and on disk
+ * when this returns. Without the fsync after the rename, vfat (the boot partition, where the
+ * record lives) left an empty record when the system test cut the power during the header
+ * write, and nothing could tell how to undo the cut. */
 static int record_write(const char *path, const struct record *rec)
 {
 	_cleanup_free_ char *tmp = NULL;
@@ -457,7 +444,7 @@ static int record_write(const char *path, const struct record *rec)
 	if (r == 0 && rename(tmp, path) < 0)
 		r = -errno;
 	if (r == 0)
-		r = fsync_dir_of(path);
+		r = lr_sync_renamed(path);
 	if (r < 0) {
 		unlink(tmp);
 		return lr_error_code(r, "cannot write the conversion record %s: %s", path, strerror(-r));
@@ -831,7 +818,7 @@ static int keep_file_size(const char *device, uint64_t part)
 	return 0;
 }
 
-int lr_convert_shrink(const char *device, uint64_t *fs_size)
+int lr_convert_shrink(const char *device, uint64_t *fs_size, lr_shrink_step_fn step, void *userdata)
 {
 	char out[8192], size_arg[32];
 	char *fsck[] = { "e2fsck", "-fy", (char *)device, NULL };
@@ -859,6 +846,8 @@ int lr_convert_shrink(const char *device, uint64_t *fs_size)
 				     PRIu64 " MiB to leave %" PRIu64 " MiB for the LUKS2 header: free some space "
 				     "first; nothing was changed", device, (min_blocks * bs + (1 << 20) - 1) >> 20,
 				     target >> 20, LR_CONVERT_REDUCE >> 20);
+	if (step)
+		step(LR_SHRINK_CHECK, target, userdata);
 	r = run_tool(fsck, out, sizeof(out));
 	lr_debug("e2fsck -fy %s: %s", device, out);
 	if (r < 0)
@@ -866,6 +855,8 @@ int lr_convert_shrink(const char *device, uint64_t *fs_size)
 	if (r >= 4)
 		return lr_error_code(-EIO, "e2fsck -fy %s failed (exit %d): %s", device, r, out);
 	snprintf(size_arg, sizeof(size_arg), "%" PRIu64 "K", target / 1024);
+	if (step)
+		step(LR_SHRINK_RESIZE, target, userdata);
 	r = run_tool(resize, out, sizeof(out));
 	lr_debug("resize2fs %s %s: %s", device, size_arg, out);
 	if (r < 0)
@@ -1142,7 +1133,7 @@ int lr_convert_undo_cut(const char *device, const char *record_path)
 	if (r <= 0)
 		return lr_error_code(r < 0 ? r : -EIO, "the first segment of %s does not read back as recorded in %s",
 				     device, record_path);
-	if (unlink(record_path) < 0 || fsync_dir_of(record_path) < 0)
+	if (unlink(record_path) < 0 || lr_fsync_dir_of(record_path) < 0)
 		return lr_error_code(-errno, "cannot remove %s: %s", record_path, strerror(errno));
 	return 0;
 }
@@ -1483,6 +1474,6 @@ int lr_convert_wipe_file(const char *path)
 		lr_warn("cannot overwrite %s: %s", path, strerror(-r));
 	if (unlink(path) < 0)
 		return lr_error_code(-errno, "cannot remove %s: %s", path, strerror(errno));
-	fsync_dir_of(path);
+	lr_fsync_dir_of(path);
 	return r;
 }

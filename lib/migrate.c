@@ -86,22 +86,6 @@ out:
 	return r;
 }
 
-static int fsync_dir_of(const char *path)
-{
-	_cleanup_free_ char *copy = strdup(path);
-	int fd, r = 0;
-
-	if (!copy)
-		return -ENOMEM;
-	fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	if (fsync(fd) < 0 && errno != EINVAL)
-		r = -errno;
-	close(fd);
-	return r;
-}
-
 static int write_all_fd(int fd, const void *data, size_t len)
 {
 	const char *p = data;
@@ -140,7 +124,7 @@ int lr_write_file_atomic(const char *path, const void *data, size_t len, unsigne
 		unlink(tmp);
 		return lr_error_code(r, "cannot write %s: %s", path, strerror(-r));
 	}
-	return fsync_dir_of(path);
+	return lr_sync_renamed(path);
 }
 
 int lr_copy_file_atomic(const char *from, const char *to)
@@ -185,7 +169,7 @@ int lr_copy_file_atomic(const char *from, const char *to)
 		unlink(tmp);
 		return lr_error_code(r, "cannot copy %s to %s: %s", from, to, strerror(-r));
 	}
-	return fsync_dir_of(to);
+	return lr_sync_renamed(to);
 }
 
 /* ---- state file ---- */

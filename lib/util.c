@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
 #include <limits.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -153,4 +155,33 @@ int lr_parse_uint_list(const char *s, unsigned max, uint32_t *mask)
 	}
 	*mask = m;
 	return 0;
+}
+
+int lr_fsync_dir_of(const char *path)
+{
+	_cleanup_free_ char *copy = strdup(path);
+	int fd, r = 0;
+
+	if (!copy)
+		return -ENOMEM;
+	fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) < 0 && errno != EINVAL)
+		r = -errno;
+	close(fd);
+	return r;
+}
+
+int lr_sync_renamed(const char *path)
+{
+	int fd, r = 0;
+
+	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) < 0 || syncfs(fd) < 0)
+		r = -errno;
+	close(fd);
+	return r < 0 ? r : lr_fsync_dir_of(path);
 }

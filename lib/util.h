@@ -32,3 +32,11 @@ int lr_sysroot_read(const char *path, char **out, size_t *len);
 char *lr_sysroot_path(const char *path);
 /* Parse a list like "1,2,7" of numbers < max into a bitmask. -EINVAL. */
 int lr_parse_uint_list(const char *s, unsigned max, uint32_t *mask);
+
+/* fsync the directory holding path. -errno. */
+int lr_fsync_dir_of(const char *path);
+/* Make a file just renamed into place durable: fsync the file itself, sync its file system,
+ * fsync its directory. The fsync of the file is what vfat needs: its rename writes the new
+ * directory entry with size 0 and only marks the inode dirty, which a directory fsync does
+ * not write, so without it a power cut in the next seconds leaves an empty file. -errno. */
+int lr_sync_renamed(const char *path);
