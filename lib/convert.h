@@ -87,10 +87,16 @@ int lr_convert_template(const struct lr_convert_template_params *p, struct lr_en
  * unlocked through its HSM; device is what the host binding measures. */
 int lr_convert_unlock(const char *header, const char *device, struct lr_secret **passphrase);
 
+/* What lr_convert_shrink() is about to do, for a console line: LR_SHRINK_CHECK before
+ * e2fsck, LR_SHRINK_RESIZE before resize2fs (new_size: the size it shrinks to). */
+enum lr_shrink_step { LR_SHRINK_CHECK, LR_SHRINK_RESIZE };
+typedef void (*lr_shrink_step_fn)(enum lr_shrink_step step, uint64_t new_size, void *userdata);
+
 /* Step 2: e2fsck -fy, then resize2fs so that the file system ends at least LR_CONVERT_REDUCE
  * before the end of the partition (nothing when it already does). Needs e2fsck and resize2fs
- * in PATH. -ENOSPC when the file system cannot shrink that far. *fs_size: the size after. */
-int lr_convert_shrink(const char *device, uint64_t *fs_size);
+ * in PATH. -ENOSPC when the file system cannot shrink that far. *fs_size: the size after.
+ * step (may be NULL) is called before each of the two tools runs. */
+int lr_convert_shrink(const char *device, uint64_t *fs_size, lr_shrink_step_fn step, void *userdata);
 
 /* Step 3: state SHRUNK -> ENCRYPTING. passphrase opens a keyslot of the template. */
 int lr_convert_init(const char *device, const char *template_path, const char *record_path,

@@ -1116,6 +1116,22 @@ static int unlock_waiting(const char *header, const char *device, uint32_t timeo
 	return cli_hsm_wait(device, timeout_s, try_convert_unlock, &t);
 }
 
+struct shrink_say {
+	const char *dev;
+	uint64_t fs_size;
+};
+
+static void shrink_step(enum lr_shrink_step step, uint64_t new_size, void *userdata)
+{
+	const struct shrink_say *s = userdata;
+
+	if (step == LR_SHRINK_CHECK)
+		SAY("checking the file system on %s\n", s->dev);
+	else
+		SAY("shrinking the file system on %s by %llu MiB\n", s->dev,
+		    (unsigned long long)((s->fs_size - new_size + MiB - 1) / MiB));
+}
+
 /* The conversion, from whatever state a previous boot left. 0 when the boot may go on with
  * the encrypted root (or the plain one, after boot_plain()). */
 static int boot_convert(struct boot_step *b, uint32_t timeout_s)
@@ -1147,12 +1163,10 @@ static int boot_convert(struct boot_step *b, uint32_t timeout_s)
 				}
 			}
 			if (info.state == LR_CONVERT_PLAIN) {
-				uint64_t limit = info.part_size - LR_CONVERT_REDUCE, after = 0;
+				struct shrink_say say = { b->dev, info.fs_size };
+				uint64_t after = 0;
 
-				SAY("checking the file system on %s\n", b->dev);
-				SAY("shrinking the file system on %s by %llu MiB\n", b->dev,
-				    (unsigned long long)((info.fs_size - limit + MiB - 1) / MiB));
-				r = lr_convert_shrink(b->dev, &after);
+				r = lr_convert_shrink(b->dev, &after, shrink_step, &say);
 				if (r < 0) {
 					snprintf(reason, sizeof(reason), "the file system could not shrink: %s",
 						 r == -ENOSPC ? "it is too full" : strerror(-r));
@@ -1567,7 +1581,11 @@ static int show_status(void)
 	struct json_object *st = cli_conversion_json();
 
 	if (!st) {
-		puts(cli.json ? "{}" : "No conversion.");
+		/* a conversion through a staging drive has its own state (convert --via-status) */
+		if (cli_has_conversion_via())
+			cli_print_conversion_via();
+		else
+			puts(cli.json ? "{}" : "No conversion.");
 		return 0;
 	}
 	if (cli.json)

@@ -206,7 +206,7 @@ static int dispatch(const char *cmd, const struct opts *o)
 	if (strcmp(cmd, "shrink") == 0) {
 		if (o->npos != 1)
 			return usage();
-		r = lr_convert_shrink(o->pos[0], &fs_size);
+		r = lr_convert_shrink(o->pos[0], &fs_size, NULL, NULL);
 		printf("{\"rc\": %d, \"fs_size\": %" PRIu64 "}\n", r, fs_size);
 		return r;
 	}
