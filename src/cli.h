@@ -67,6 +67,8 @@ void cli_print_migration(void);
 /* lockroot status / convert --status: the state of a conversion through a staging drive, if
  * any (text, or JSON with cli.json). Prints nothing when there is none. */
 void cli_print_conversion_via(void);
+/* true when there is such a state */
+bool cli_has_conversion_via(void);
 /* lockroot status: the conversion in progress or last finished (text), if any. */
 void cli_print_conversion(void);
 /* The same as JSON (state + progress, as lockroot convert --status --json), or NULL. */

@@ -1420,6 +1420,19 @@ static void print_state(const struct via_state *st)
 		printf("  %s\n", st->error);
 }
 
+bool cli_has_conversion_via(void)
+{
+	struct via_state st;
+	bool has;
+
+	lr_log_demote(1);
+	has = via_state_load("/", &st) == 0;
+	if (has)
+		via_state_done(&st);
+	lr_log_demote(-1);
+	return has;
+}
+
 void cli_print_conversion_via(void)
 {
 	struct via_state st;

@@ -198,6 +198,7 @@ int cmd_status(int argc, char **argv)
 	if (!json && optind == argc) {
 		cli_print_migration();
 		cli_print_conversion();
+		cli_print_conversion_via();
 	}
 out:
 	json_object_put(conv);
