@@ -553,6 +553,18 @@ static int check_contents(struct convert *c)
 		return lr_error_code(-EMEDIUMTYPE, "%s does not hold an ext4 file system, which convert needs to "
 				     "shrink in place: use lockroot convert --via DEV (copies out to the drive DEV "
 				     "and back)", c->device);
+	/* ext2 and ext3 share ext4's superblock: blkid tells them apart. Only ext4 is what the
+	 * in-place method is made and tested for. */
+	{
+		char *argv[] = { (char *)"blkid", (char *)"-p", (char *)"-s", (char *)"TYPE", (char *)"-o",
+				 (char *)"value", c->device, NULL };
+		char type[32] = "";
+
+		if (capture(argv, "", type, sizeof(type)) == 0 && *type && strcmp(type, "ext4") != 0)
+			return lr_error_code(-EMEDIUMTYPE, "%s holds %s, not ext4, which convert needs to shrink "
+					     "in place: use lockroot convert --via DEV (copies out to the drive DEV and "
+					     "back)", c->device, type);
+	}
 	return 0;
 }
 

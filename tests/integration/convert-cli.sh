@@ -83,6 +83,10 @@ case_ "not ext4: the --via hint"
 truncate -s 64M "$T/zeros.img"
 mountinfo "$T/zeros.img"
 refused 3 'lockroot convert --via' "$LOCKROOT" convert -m "$T/zeros.img" --dry-run
+case_ "ext3 (ext4's superblock, not ext4): the --via hint, even as the running root"
+truncate -s 64M "$T/ext3.img" && mkfs.ext3 -q -F "$T/ext3.img"
+mountinfo "$T/ext3.img"
+refused 3 'holds ext3, not ext4.*lockroot convert --via' "$LOCKROOT" convert -m "$T/ext3.img" --dry-run
 case_ "no room: a full file system"
 truncate -s 64M "$T/full.img" && mkfs.ext4 -q -F "$T/full.img"
 head -c 48M /dev/urandom >"$T/big"
