@@ -1050,6 +1050,34 @@ static int header_check(const char *device, const struct lr_secret *pass)
 	return 0;
 }
 
+static uint64_t test_cut_header;
+
+void lr_convert_test_cut_header(uint64_t bytes)
+{
+	test_cut_header = bytes;
+}
+
+/* The first len bytes of the header file hdr on device, synced: a header write cut short. */
+static int header_place_prefix(const char *device, const char *hdr, uint64_t len)
+{
+	_cleanup_close_ int hfd = open(hdr, O_RDONLY | O_CLOEXEC), dfd = -1;
+	_cleanup_free_ uint8_t *buf = NULL;
+	int r;
+
+	if (hfd < 0 || len > LR_CONVERT_DATA_OFFSET || !(buf = malloc(len)))
+		return hfd < 0 ? -errno : -EINVAL;
+	r = pread_full(hfd, buf, len, 0);
+	if (r < 0)
+		return r;
+	dfd = open(device, O_RDWR | O_CLOEXEC);
+	if (dfd < 0)
+		return -errno;
+	r = pwrite_full(dfd, buf, len, 0);
+	if (r == 0 && fsync(dfd) < 0)
+		r = -errno;
+	return r;
+}
+
 int lr_convert_init(const char *device, const char *template_path, const char *record_path,
 		    const struct lr_secret *passphrase)
 {
@@ -1083,6 +1111,12 @@ int lr_convert_init(const char *device, const char *template_path, const char *r
 	r = record_write(record_path, &rec);
 	if (r < 0)
 		goto out;
+	if (test_cut_header) {
+		r = header_place_prefix(device, tmp, test_cut_header);
+		if (r == 0)
+			r = -ECANCELED;
+		goto out;
+	}
 	r = header_place(device, tmp);
 	if (r < 0)
 		goto out;

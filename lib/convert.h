@@ -98,6 +98,12 @@ typedef void (*lr_shrink_step_fn)(enum lr_shrink_step step, uint64_t new_size, v
  * step (may be NULL) is called before each of the two tools runs. */
 int lr_convert_shrink(const char *device, uint64_t *fs_size, lr_shrink_step_fn step, void *userdata);
 
+/* Fault injection for the system test (kernel command line lockroot.test_cut=header:N, read
+ * by lockroot convert --boot): lr_convert_init() writes the record and then only the first
+ * bytes bytes of the header, as a power cut in the middle of the header write leaves them, and
+ * returns -ECANCELED. 0 turns it off. */
+void lr_convert_test_cut_header(uint64_t bytes);
+
 /* Step 3: state SHRUNK -> ENCRYPTING. passphrase opens a keyslot of the template. */
 int lr_convert_init(const char *device, const char *template_path, const char *record_path,
 		    const struct lr_secret *passphrase);

@@ -1011,6 +1011,25 @@ static bool cmdline_convert(char *root, char *boot, size_t len)
 	return found;
 }
 
+/* Fault injection for the system test (tests/system/71-convert.py): lockroot.test_cut=
+ * header:N (the initramfs writes the first N bytes of the header, then waits for the power to
+ * be cut) or final (the service kills itself after the last chunk, before libcryptsetup makes
+ * its metadata final). Someone who can edit cmdline.txt can stop the boot anyway; neither
+ * point loses data: they are the states a power cut can leave, and the next boot repairs them. */
+static const char *cmdline_test_cut(char *buf, size_t len)
+{
+	_cleanup_free_ char *cmdline = NULL;
+	char *save = NULL;
+
+	*buf = '\0';
+	if (lr_sysroot_read("/proc/cmdline", &cmdline, NULL) < 0)
+		return buf;
+	for (char *w = strtok_r(cmdline, " \t\n", &save); w; w = strtok_r(NULL, " \t\n", &save))
+		if (strncmp(w, "lockroot.test_cut=", 18) == 0)
+			snprintf(buf, len, "%s", w + 18);
+	return buf;
+}
+
 struct boot_step {
 	char root_spec[128], boot_spec[128];
 	char dev[PATH_MAX], boot_dev[PATH_MAX];
@@ -1188,6 +1207,11 @@ static int boot_convert(struct boot_step *b, uint32_t timeout_s)
 			}
 			SAY("writing the LUKS2 header on %s\n", b->dev);
 			r = lr_convert_init(b->dev, b->template_path, b->record_path, pass);
+			if (r == -ECANCELED) {
+				SAY("TEST CUT: the header write stopped short (lockroot.test_cut=): cut the power now\n");
+				for (;;)
+					pause();
+			}
 			if (r < 0) {
 				snprintf(reason, sizeof(reason), "writing the header failed: %s", strerror(-r));
 				goto examine_again;
@@ -1246,6 +1270,12 @@ static int boot_step(void)
 	if (!cmdline_convert(b.root_spec, b.boot_spec, sizeof(b.root_spec)))
 		return 0;
 	timeout_s = cli_cmdline_timeout();
+	{
+		char cut[64];
+
+		if (strncmp(cmdline_test_cut(cut, sizeof(cut)), "header:", 7) == 0)
+			lr_convert_test_cut_header(strtoull(cut + 7, NULL, 10));
+	}
 	r = boot_wait_devices(&b, timeout_s);
 	if (r == -ENOENT) {
 		SAY("%s did not appear in %u s: leaving it to the normal boot\n", b.root_spec, timeout_s);
@@ -1289,6 +1319,7 @@ struct run_ctx {
 	uint64_t t0_ms, done0;
 	struct progress p;
 	char progress_path[PATH_MAX];
+	bool test_cut_final;
 };
 
 static int run_progress(uint64_t done, uint64_t total, void *userdata)
@@ -1311,6 +1342,10 @@ static int run_progress(uint64_t done, uint64_t total, void *userdata)
 	json_object_put(o);
 	x->p.total = total;
 	progress_update(&x->p, done, -1);
+	if (x->test_cut_final && total && done == total) {
+		SAY("TEST CUT: killed after the last chunk (lockroot.test_cut=final): cut the power now\n");
+		raise(SIGKILL);
+	}
 	return stop_requested ? 1 : 0;
 }
 
@@ -1418,6 +1453,9 @@ static int encrypt_online(struct json_object *st, const struct lr_convert_info *
 	char msg[512];
 	int r;
 
+	char cut[64];
+
+	x.test_cut_final = strcmp(cmdline_test_cut(cut, sizeof(cut)), "final") == 0;
 	rpath(x.progress_path, sizeof(x.progress_path), PROGRESS_PATH);
 	r = unlock_waiting(x.device, x.device, 30, &pass);
 	if (r < 0)
