@@ -304,8 +304,9 @@ def make_usb_disk(path, size_mib, layout=(), label="dos", label_id=None):
     """A (sparse) drive image made on the host; returns its Disk.
 
     layout: [(partno, start_mib, size_mib, type, fill)], type as sfdisk takes it ("83", "c",
-    "L"...), fill None (zeros), "ext4" or "vfat" (made in a separate file, a few files of random
-    data in it, dd'd in). Partition numbers may leave gaps (MBR: 1 and 3, no 2). Empty layout:
+    "L"...), fill None (zeros), "ext2", "ext3", "ext4" or "vfat" (made in a separate file, a few
+    files of random data in it, dd'd in), or "luks2" (an empty LUKS2 header, random passphrase,
+    PBKDF2 1000 iterations: cryptsetup formats an image file without device-mapper). Partition numbers may leave gaps (MBR: 1 and 3, no 2). Empty layout:
     no partition table at all, an all-zero drive."""
     path = os.path.abspath(path)
     if os.path.exists(path):
@@ -336,8 +337,12 @@ def make_usb_disk(path, size_mib, layout=(), label="dos", label_id=None):
                     f.write(os.urandom(n))
             with open(tmp, "wb") as f:
                 f.truncate(size << 20)
-            if fill == "ext4":
-                run_host(["mkfs.ext4", "-q", "-F", "-L", f"usb-p{partno}", "-d", files, tmp])
+            if fill in ("ext2", "ext3", "ext4"):
+                run_host([f"mkfs.{fill}", "-q", "-F", "-L", f"usb-p{partno}", "-d", files, tmp])
+            elif fill == "luks2":
+                run_host(["cryptsetup", "luksFormat", "-q", "--type", "luks2", "--pbkdf", "pbkdf2",
+                          "--pbkdf-force-iterations", "1000", "--key-file", "-", tmp],
+                         input=os.urandom(32).hex().encode())
             elif fill == "vfat":
                 run_host(["mkfs.vfat", "-n", f"USBP{partno}", tmp])
                 env = dict(os.environ, MTOOLS_SKIP_CHECK="1")
