@@ -1034,7 +1034,10 @@ static int header_place(const char *device, const char *hdr)
 	return r < 0 ? lr_error_code(r, "cannot sync %s: %s", device, strerror(-r)) : 0;
 }
 
-static int header_check(const char *device, const struct lr_secret *pass)
+/* The header on device is what it should be now: its reencryption status is want, and the
+ * key opens a keyslot. what: the header, for the messages. */
+static int header_verify(const char *device, const struct lr_secret *pass, crypt_reencrypt_info want,
+			 const char *what)
 {
 	_cleanup_crypt_ struct crypt_device *cd = NULL;
 	int r;
@@ -1042,11 +1045,12 @@ static int header_check(const char *device, const struct lr_secret *pass)
 	r = lr_luks2_load(device, false, &cd);
 	if (r < 0)
 		return r;
-	if (crypt_reencrypt_status(cd, NULL) != CRYPT_REENCRYPT_CLEAN)
-		return lr_error_code(-EIO, "the header written to %s shows no encryption in progress", device);
+	if (crypt_reencrypt_status(cd, NULL) != want)
+		return lr_error_code(-EIO, "%s of %s %s", what, device, want == CRYPT_REENCRYPT_NONE ?
+				     "still shows an encryption in progress" : "shows no encryption in progress");
 	r = crypt_activate_by_passphrase(cd, NULL, CRYPT_ANY_SLOT, (const char *)pass->data, pass->len, 0);
 	if (r < 0)
-		return lr_error_code(r, "the header written to %s does not open with the key: %s", device, strerror(-r));
+		return lr_error_code(r, "%s of %s does not open with the key: %s", what, device, strerror(-r));
 	return 0;
 }
 
@@ -1120,7 +1124,7 @@ int lr_convert_init(const char *device, const char *template_path, const char *r
 	r = header_place(device, tmp);
 	if (r < 0)
 		goto out;
-	r = header_check(device, passphrase);
+	r = header_verify(device, passphrase, CRYPT_REENCRYPT_CLEAN, "the header written");
 out:
 	if (access(tmp, F_OK) == 0)
 		lr_convert_wipe_file(tmp);
@@ -1420,22 +1424,6 @@ static int stuck_check(const char *device, const struct lr_secret *pass, struct 
 	return 0;
 }
 
-static int stuck_verify_after(const char *device, const struct lr_secret *pass)
-{
-	_cleanup_crypt_ struct crypt_device *cd = NULL;
-	int r;
-
-	r = lr_luks2_load(device, false, &cd);
-	if (r < 0)
-		return r;
-	if (crypt_reencrypt_status(cd, NULL) != CRYPT_REENCRYPT_NONE)
-		return lr_error_code(-EIO, "%s still shows an encryption in progress", device);
-	r = crypt_activate_by_passphrase(cd, NULL, CRYPT_ANY_SLOT, (const char *)pass->data, pass->len, 0);
-	if (r < 0)
-		return lr_error_code(r, "the finished header of %s does not open with the key: %s", device, strerror(-r));
-	return 0;
-}
-
 int lr_convert_finalize_stuck(const char *device, const struct lr_secret *passphrase)
 {
 	_cleanup_close_ int fd = -1;
@@ -1473,7 +1461,7 @@ int lr_convert_finalize_stuck(const char *device, const struct lr_secret *passph
 	}
 	close(fd);
 	fd = -1;
-	r = stuck_verify_after(device, passphrase);
+	r = header_verify(device, passphrase, CRYPT_REENCRYPT_NONE, "the finished header");
 	if (r == 0)
 		lr_info("%s: encryption finalised", device);
 out:
