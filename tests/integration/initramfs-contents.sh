@@ -9,6 +9,10 @@
 # The chroots are built once by mmdebstrap (a few minutes) into
 # ${LOCKROOT_CACHE:-/var/cache/lockroot-tests}, keyed by a hash of what goes into them, and
 # reused (each run unpacks a fresh copy).
+#
+# It builds lockroot itself (meson setup in its scratch directory), so tests/run runs it in the
+# normal pass only:
+# lockroot-test: own-build
 . "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 
 need_root
