@@ -118,7 +118,9 @@ int lr_recovery_key_normalize(const char *typed, struct lr_secret **out);
 /* Close /dev/mapper/NAME. */
 int lr_deactivate(const char *name);
 /* The cipher for a new volume on this CPU: "aes-xts-plain64" with AES instructions,
- * "xchacha12,aes-adiantum-plain64" without (from /proc/cpuinfo under LOCKROOT_SYSROOT). */
+ * "xchacha12,aes-adiantum-plain64" without when the kernel has Adiantum (/proc/crypto, or
+ * modules.builtin / modules.dep of the running kernel), else "aes-xts-plain64" with a warning.
+ * Read under LOCKROOT_SYSROOT. */
 const char *lr_cipher_default(void);
 /* Load a LUKS2 header; -EMEDIUMTYPE with a message for LUKS1 or non-LUKS. */
 int lr_luks2_load(const char *device, bool readonly, struct crypt_device **cd);

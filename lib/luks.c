@@ -702,8 +702,38 @@ int lr_deactivate(const char *name)
 	return 0;
 }
 
+/* Does the running kernel have the crypto algorithm name, loaded (/proc/crypto) or as a module
+ * or built in (modules.dep, modules.builtin of /proc/sys/kernel/osrelease)? */
+static bool kernel_has_crypto(const char *name)
+{
+	static const char *const lists[] = { "modules.builtin", "modules.dep" };
+	_cleanup_free_ char *crypto = NULL, *release = NULL;
+	char module[64];
+
+	snprintf(module, sizeof(module), "/%s.ko", name);
+	if (lr_sysroot_read("/proc/crypto", &crypto, NULL) == 0) {
+		for (char *save = NULL, *l = strtok_r(crypto, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
+			if (strncmp(l, "name", 4) == 0 && strstr(l, name))
+				return true;
+	}
+	if (lr_sysroot_read("/proc/sys/kernel/osrelease", &release, NULL) < 0)
+		return false;
+	release[strcspn(release, "\n")] = '\0';
+	for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
+		_cleanup_free_ char *path = NULL, *text = NULL;
+
+		if (asprintf(&path, "/lib/modules/%s/%s", release, lists[i]) < 0) {
+			path = NULL;
+			return false;
+		}
+		if (lr_sysroot_read(path, &text, NULL) == 0 && strstr(text, module))
+			return true;
+	}
+	return false;
+}
+
 /* AES-XTS where the CPU has AES instructions (x86 "aes" flag, arm64 "aes" feature), else
- * Adiantum, which is fast without them (Raspberry Pi 3 and 4). */
+ * Adiantum, which is fast without them (Raspberry Pi 3 and 4), if the kernel has it. */
 const char *lr_cipher_default(void)
 {
 	_cleanup_free_ char *info = NULL;
@@ -716,7 +746,11 @@ const char *lr_cipher_default(void)
 			continue;
 		if (strstr(line, " aes ") || (strlen(line) > 4 && strcmp(line + strlen(line) - 4, " aes") == 0))
 			return "aes-xts-plain64";
-		return "xchacha12,aes-adiantum-plain64";
+		if (kernel_has_crypto("adiantum"))
+			return "xchacha12,aes-adiantum-plain64";
+		lr_warn("this CPU has no AES instructions and the kernel no Adiantum: aes-xts-plain64 "
+			"(slow here; --cipher chooses another)");
+		return "aes-xts-plain64";
 	}
 	return "aes-xts-plain64";
 }
