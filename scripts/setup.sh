@@ -2,7 +2,12 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # Install everything lockroot needs to build, run and test, from Debian 12's archive only.
 # Run as root. Idempotent.
+#   scripts/setup.sh            native build and the test suite
+#   scripts/setup.sh --cross    also the arm64 and armhf cross toolchains and multiarch -dev
+#                               packages (scripts/cross-build.sh); adds dpkg architectures
 set -eu
+CROSS=0
+[ "${1:-}" = --cross ] && CROSS=1
 PACKAGES="
   meson ninja-build pkg-config gcc libc6-dev
   libcryptsetup-dev cryptsetup-bin libjson-c-dev libssl-dev libfdisk-dev
@@ -14,6 +19,15 @@ PACKAGES="
 if [ "$(id -u)" != 0 ]; then
 	echo "setup.sh: run as root (it installs Debian packages)" >&2
 	exit 1
+fi
+CROSS_DEV="libcryptsetup-dev libjson-c-dev libssl-dev libfdisk-dev libtss2-dev libp11-kit-dev"
+if [ $CROSS = 1 ]; then
+	for a in arm64 armhf; do
+		dpkg --print-foreign-architectures | grep -qx $a || dpkg --add-architecture $a
+		PACKAGES="$PACKAGES crossbuild-essential-$a"
+		for d in $CROSS_DEV; do PACKAGES="$PACKAGES $d:$a"; done
+	done
+	PACKAGES="$PACKAGES file"
 fi
 missing=""
 for p in $PACKAGES; do
