@@ -5,9 +5,16 @@
 #   scripts/setup.sh            native build and the test suite
 #   scripts/setup.sh --cross    also the arm64 and armhf cross toolchains and multiarch -dev
 #                               packages (scripts/cross-build.sh); adds dpkg architectures
+#   scripts/setup.sh --deb      also what building the Debian package needs (scripts/build-deb.sh)
 set -eu
-CROSS=0
-[ "${1:-}" = --cross ] && CROSS=1
+CROSS=0 DEB=0
+for a in "$@"; do
+	case $a in
+	--cross) CROSS=1 ;;
+	--deb) DEB=1 ;;
+	*) echo "usage: scripts/setup.sh [--cross] [--deb]" >&2; exit 2 ;;
+	esac
+done
 PACKAGES="
   meson ninja-build pkg-config gcc libc6-dev
   libcryptsetup-dev cryptsetup-bin libjson-c-dev libssl-dev libfdisk-dev
@@ -24,11 +31,12 @@ CROSS_DEV="libcryptsetup-dev libjson-c-dev libssl-dev libfdisk-dev libtss2-dev l
 if [ $CROSS = 1 ]; then
 	for a in arm64 armhf; do
 		dpkg --print-foreign-architectures | grep -qx $a || dpkg --add-architecture $a
-		PACKAGES="$PACKAGES crossbuild-essential-$a"
+		PACKAGES="$PACKAGES crossbuild-essential-$a pkgconf:$a"
 		for d in $CROSS_DEV; do PACKAGES="$PACKAGES $d:$a"; done
 	done
 	PACKAGES="$PACKAGES file"
 fi
+[ $DEB = 1 ] && PACKAGES="$PACKAGES debhelper lintian dpkg-dev fakeroot"
 missing=""
 for p in $PACKAGES; do
 	dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing="$missing $p"
