@@ -6,12 +6,13 @@
 #
 # The tracked files (git ls-files, as they are in the working tree) are copied to
 # build-deb/lockroot/, so the checkout stays clean; packages, .changes and logs land in
-# build-deb/. A foreign architecture is cross-built (dpkg-buildpackage -a ARCH -Pcross,nocheck:
-# scripts/setup.sh --cross installs the toolchains). Needs debhelper, lintian (scripts/setup.sh
-# --deb). Exit 0 when every package built and lintian reported no error or warning.
+# build-deb/ (or $LOCKROOT_DEB_OUT). A foreign architecture is cross-built
+# (dpkg-buildpackage -a ARCH -Pcross,nocheck; scripts/setup.sh --cross installs the toolchains).
+# Needs debhelper and lintian (scripts/setup.sh). Exit 0 when every package built and lintian
+# reported no error or warning.
 set -eu
 TOP=$(cd "$(dirname "$0")/.." && pwd)
-OUT=$TOP/build-deb
+OUT=${LOCKROOT_DEB_OUT:-$TOP/build-deb}
 NATIVE=$(dpkg --print-architecture)
 [ $# -gt 0 ] || set -- "$NATIVE"
 rm -rf "$OUT/lockroot"

@@ -5,14 +5,12 @@
 #   scripts/setup.sh            native build and the test suite
 #   scripts/setup.sh --cross    also the arm64 and armhf cross toolchains and multiarch -dev
 #                               packages (scripts/cross-build.sh); adds dpkg architectures
-#   scripts/setup.sh --deb      also what building the Debian package needs (scripts/build-deb.sh)
 set -eu
-CROSS=0 DEB=0
+CROSS=0
 for a in "$@"; do
 	case $a in
 	--cross) CROSS=1 ;;
-	--deb) DEB=1 ;;
-	*) echo "usage: scripts/setup.sh [--cross] [--deb]" >&2; exit 2 ;;
+	*) echo "usage: scripts/setup.sh [--cross]" >&2; exit 2 ;;
 	esac
 done
 PACKAGES="
@@ -22,6 +20,7 @@ PACKAGES="
   libp11-kit-dev p11-kit softhsm2 opensc
   jq util-linux procps expect mmdebstrap python3-cryptography
   qemu-system-x86 mtools dosfstools fdisk e2fsprogs python3-pexpect
+  debhelper dpkg-dev fakeroot lintian
 "
 if [ "$(id -u)" != 0 ]; then
 	echo "setup.sh: run as root (it installs Debian packages)" >&2
@@ -36,7 +35,6 @@ if [ $CROSS = 1 ]; then
 	done
 	PACKAGES="$PACKAGES file"
 fi
-[ $DEB = 1 ] && PACKAGES="$PACKAGES debhelper lintian dpkg-dev fakeroot"
 missing=""
 for p in $PACKAGES; do
 	dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing="$missing $p"
