@@ -1527,8 +1527,12 @@ static int resume(void)
 		goto out;
 	if (info.state == LR_CONVERT_ENCRYPTING)
 		r = encrypt_online(st, &info);
-	else if (info.state == LR_CONVERT_DONE)
+	else if (info.state == LR_CONVERT_DONE) {
+		/* finished by the initramfs (the last step after a cut): all of it is encrypted */
+		if (!jint(st, "bytes") && info.part_size > LR_CONVERT_DATA_OFFSET)
+			set_int(st, "bytes", (int64_t)(info.part_size - LR_CONVERT_DATA_OFFSET));
 		r = finish(st);
+	}
 	else
 		r = lr_error_code(-EMEDIUMTYPE, "%s is in state %s, which the running system cannot continue",
 				  jstr(st, "device"), lr_convert_state_name(info.state));

@@ -238,6 +238,9 @@ def test():
             times["online encryption rate, last boot (MiB/s)"] = (
                 (done["total"] - t0["done"]) / MiB / (done["t"] - t0["t"]))
         log(f"done: {done}")
+        if not done.get("total") or done.get("done") != done.get("total"):
+            raise TestFailure(f"the finished conversion reports {done.get('done')} of "
+                              f"{done.get('total')} bytes")
         _, out = m.sh("lockroot status")
         if f"Conversion of {SOURCE} to /dev/mapper/{NAME}: done" not in out:
             raise TestFailure(f"lockroot status does not show the finished conversion:\n{out}")
