@@ -2,9 +2,11 @@
 /* The unit tests' checks: count failures, say where, and go on (the test exits non-zero). */
 #pragma once
 
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "log.h"
 
@@ -41,4 +43,41 @@ static inline void check_log_hook(int level, const char *msg, void *userdata)
 		snprintf(last_error, sizeof(last_error), "%s", msg);
 	if (getenv("TEST_VERBOSE"))
 		fprintf(stderr, "log[%d]: %s\n", level, msg);
+}
+
+static inline int check_rm_one_(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	remove(path);
+	return 0; /* clean up the rest even if one entry resists */
+}
+
+/* Remove dir and everything below it (a test's scratch directory). */
+static inline void check_rm_tree(const char *dir)
+{
+	nftw(dir, check_rm_one_, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Write text to path, creating the directories below base on the way (base itself exists):
+ * files of a fake sysroot. Exits on failure. */
+static inline void check_put_file(const char *base, const char *path, const char *text)
+{
+	char p[4096];
+	FILE *f;
+
+	snprintf(p, sizeof(p), "%s", path);
+	for (char *s = strchr(p + strlen(base) + 1, '/'); s; s = strchr(s + 1, '/')) {
+		*s = '\0';
+		mkdir(p, 0755);
+		*s = '/';
+	}
+	f = fopen(p, "w");
+	if (!f) {
+		perror(p);
+		exit(1);
+	}
+	fputs(text, f);
+	fclose(f);
 }

@@ -102,17 +102,9 @@ static bool exists(const char *rel)
 	return access(path_of(rel), F_OK) == 0;
 }
 
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static void fresh_tree(void)
 {
-	nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	check_rm_tree(tmpdir);
 	CHECK(mkdir(tmpdir, 0755) == 0);
 }
 
@@ -746,7 +738,7 @@ int main(void)
 	test_includes();
 	test_bad_input();
 	test_crlf();
-	nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	check_rm_tree(tmpdir);
 	if (failures)
 		fprintf(stderr, "%d check(s) failed\n", failures);
 	return failures ? 1 : 0;

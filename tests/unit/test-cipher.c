@@ -35,21 +35,9 @@ static void log_hook(int level, const char *msg, void *userdata)
 static void put(const char *rel, const char *text)
 {
 	char p[PATH_MAX];
-	FILE *f;
 
 	snprintf(p, sizeof(p), "%s%s", getenv("LOCKROOT_SYSROOT"), rel);
-	for (char *s = strchr(p + strlen(getenv("LOCKROOT_SYSROOT")) + 1, '/'); s; s = strchr(s + 1, '/')) {
-		*s = '\0';
-		mkdir(p, 0755);
-		*s = '/';
-	}
-	f = fopen(p, "w");
-	if (!f) {
-		perror(p);
-		exit(1);
-	}
-	fputs(text, f);
-	fclose(f);
+	check_put_file(getenv("LOCKROOT_SYSROOT"), p, text);
 }
 
 static void new_root(const char *name)
@@ -134,14 +122,6 @@ static void test_unreadable_cpuinfo(void)
 	CHECK_STR(lr_cipher_default(), XTS);
 }
 
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 int main(void)
 {
 	const char *t = getenv("TMPDIR");
@@ -157,7 +137,7 @@ int main(void)
 	test_adiantum_builtin_or_loaded();
 	test_no_adiantum();
 	test_unreadable_cpuinfo();
-	nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	check_rm_tree(tmpdir);
 	if (failures)
 		fprintf(stderr, "%d check(s) failed\n", failures);
 	return failures ? 1 : 0;

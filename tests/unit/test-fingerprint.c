@@ -501,15 +501,6 @@ static void test_check(void)
 	CHECK(lr_component_check(salt, LR_COMP_SD_CID, NULL, d) == -EINVAL);
 }
 
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	remove(path);
-	return 0; /* clean up the rest even if one entry resists */
-}
-
 int main(void)
 {
 	const char *base = getenv("TMPDIR");
@@ -540,7 +531,7 @@ int main(void)
 	test_bind();
 	test_check();
 
-	nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	check_rm_tree(tmpdir);
 	if (failures) {
 		fprintf(stderr, "test-fingerprint: %d check(s) failed\n", failures);
 		return 1;

@@ -52,23 +52,10 @@ static char *path_of(const char *rel)
 
 static void put_led(const char *name, const char *trigger)
 {
-	char rel[256], *p;
-	FILE *f;
+	char rel[256];
 
 	snprintf(rel, sizeof(rel), "/sys/class/leds/%s/trigger", name);
-	p = path_of(rel);
-	for (char *s = strchr(p + strlen(getenv("LOCKROOT_SYSROOT")) + 1, '/'); s; s = strchr(s + 1, '/')) {
-		*s = '\0';
-		mkdir(p, 0755);
-		*s = '/';
-	}
-	f = fopen(p, "w");
-	if (!f) {
-		perror(p);
-		exit(1);
-	}
-	fputs(trigger, f);
-	fclose(f);
+	check_put_file(getenv("LOCKROOT_SYSROOT"), path_of(rel), trigger);
 }
 
 /* Contents of an LED's trigger file, "(none)" when it does not exist. */
@@ -180,14 +167,6 @@ static void test_broken_led(void)
 	CHECK_STR(trigger_of("ACT"), "(none)");
 }
 
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 int main(void)
 {
 	const char *t = getenv("TMPDIR");
@@ -203,7 +182,7 @@ int main(void)
 	test_act_first();
 	test_no_led();
 	test_broken_led();
-	nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	check_rm_tree(tmpdir);
 	if (failures)
 		fprintf(stderr, "%d check(s) failed\n", failures);
 	return failures ? 1 : 0;

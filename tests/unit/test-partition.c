@@ -40,14 +40,6 @@ static char *path_of(const char *rel)
 	return buf[k];
 }
 
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 /* A sparse image file of size bytes; false when the file system cannot hold one that big. */
 static bool make_image(const char *img, uint64_t size)
 {
@@ -768,7 +760,7 @@ int main(void)
 	test_big();
 	test_signature();
 	test_stale();
-	nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	check_rm_tree(tmpdir);
 	if (failures)
 		fprintf(stderr, "%d check(s) failed\n", failures);
 	return failures ? 1 : 0;
