@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import time
 
+from migratelib import MANIFEST_EXCLUDES as _MIGRATE_EXCLUDES
 from migratelib import (  # noqa: F401  (re-exported for the scenarios)
     FAST_RECOVERY, State, TestFailure, boot_plain, boot_unattended, check_crypt_mount, events,
     fresh_tpm, log, machine, plain_disk, usb_drive)
@@ -39,14 +40,9 @@ FINISHED_LAST = rf"lockroot: convert: finished the interrupted last step on {SOU
 NOT_STARTED = r"lockroot: convert: cannot [^\r\n]*"
 
 # Changed by the conversion on purpose (crypttab, fstab, initramfs, its state, the service
-# link), or by the running system between two manifests.
+# link), or by the running system between two manifests: migrate's list, with convert's service.
 MANIFEST_EXCLUDES = [
-    "var/log/*", "var/lib/systemd/*", "var/lib/lockroot", "var/lib/lockroot/*",
-    "var/lib/initramfs-tools/*",
-    "var/tmp/*", "tmp/*", "var/cache/*", "root/.bash_history", "root/manifest-*",
-    "etc/crypttab*", "etc/fstab*", "boot/initrd.img-*",
-    "etc/systemd/system/multi-user.target.wants/lockroot-convert.service",
-]
+    e.replace("lockroot-migrate.service", "lockroot-convert.service") for e in _MIGRATE_EXCLUDES]
 # Written to a file on the plaintext root, then deleted: its bytes stay in free blocks, which
 # the in-place encryption must cover too. Built here, so the console never shows it whole.
 MARKER = "LOCKROOT-CONVERT-MARKER-" + os.urandom(8).hex()

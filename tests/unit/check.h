@@ -81,3 +81,16 @@ static inline void check_put_file(const char *base, const char *path, const char
 	fputs(text, f);
 	fclose(f);
 }
+
+/* A fresh fake sysroot dir/name, made the LOCKROOT_SYSROOT of the library. Exits on failure. */
+static inline void check_sysroot_new(const char *dir, const char *name)
+{
+	char root[4096];
+
+	snprintf(root, sizeof(root), "%s/%s", dir, name);
+	if (mkdir(root, 0755) < 0) {
+		perror(root);
+		exit(1);
+	}
+	setenv("LOCKROOT_SYSROOT", root, 1);
+}

@@ -42,14 +42,7 @@ static void put(const char *rel, const char *text)
 
 static void new_root(const char *name)
 {
-	char root[PATH_MAX];
-
-	snprintf(root, sizeof(root), "%s/%s", tmpdir, name);
-	if (mkdir(root, 0755) < 0) {
-		perror(root);
-		exit(1);
-	}
-	setenv("LOCKROOT_SYSROOT", root, 1);
+	check_sysroot_new(tmpdir, name);
 	put("/proc/sys/kernel/osrelease", "6.1.0-rpi7-rpi-v8\n");
 	last_warning[0] = '\0';
 }

@@ -31,14 +31,7 @@ static void log_hook(int level, const char *msg, void *userdata)
 /* A fresh sysroot per case, so that no case sees another's LEDs. */
 static void new_root(const char *name)
 {
-	char root[PATH_MAX];
-
-	snprintf(root, sizeof(root), "%s/%s", tmpdir, name);
-	if (mkdir(root, 0755) < 0) {
-		perror(root);
-		exit(1);
-	}
-	setenv("LOCKROOT_SYSROOT", root, 1);
+	check_sysroot_new(tmpdir, name);
 	last_warning[0] = '\0';
 }
 
