@@ -1065,20 +1065,21 @@ void lr_convert_test_cut_header(uint64_t bytes)
 static int header_place_prefix(const char *device, const char *hdr, uint64_t len)
 {
 	_cleanup_close_ int hfd = open(hdr, O_RDONLY | O_CLOEXEC), dfd = -1;
-	_cleanup_free_ uint8_t *buf = NULL;
+	uint8_t *buf;
 	int r;
 
 	if (hfd < 0 || len > LR_CONVERT_DATA_OFFSET || !(buf = malloc(len)))
 		return hfd < 0 ? -errno : -EINVAL;
 	r = pread_full(hfd, buf, len, 0);
-	if (r < 0)
-		return r;
-	dfd = open(device, O_RDWR | O_CLOEXEC);
-	if (dfd < 0)
-		return -errno;
-	r = pwrite_full(dfd, buf, len, 0);
+	if (r == 0) {
+		dfd = open(device, O_RDWR | O_CLOEXEC);
+		r = dfd < 0 ? -errno : pwrite_full(dfd, buf, len, 0);
+	}
 	if (r == 0 && fsync(dfd) < 0)
 		r = -errno;
+	/* keyslot areas, like the header file this came from (wiped after use) */
+	OPENSSL_cleanse(buf, len);
+	free(buf);
 	return r;
 }
 
