@@ -29,6 +29,9 @@ unpack_root() {
 	DESTDIR=$2 meson install -C "$T/build" --no-rebuild --quiet >>"$T/meson.log" 2>&1 \
 		|| { tail -20 "$T/meson.log" >&2; fail "meson install into $2"; }
 	echo "$CRYPTTAB_LINE" >>"$2/etc/crypttab"
+	# A PKCS#11 token's PIN for boot (pin-source=file:/etc/lockroot/NAME.pin): the hooks copy it.
+	mkdir -p "$2/etc/lockroot"
+	(umask 022; echo 4711 >"$2/etc/lockroot/boot.pin")
 }
 
 # Both chroots at once: on a cold cache their builds are most of the test's time.
@@ -56,6 +59,9 @@ info "cryptsetup-initramfs took the crypttab entry with our keyscript (no root d
 in_root "$R" unmkinitramfs "/boot/initrd.img-$KVER" /tmp/unpacked >/dev/null 2>&1 || fail "unmkinitramfs"
 IR=$R/tmp/unpacked
 [ -d "$IR/main" ] && IR=$IR/main
+has "$T/it.list" etc/lockroot/boot\.pin
+[ "$(stat -c %a "$IR/etc/lockroot/boot.pin")" = 600 ] \
+	|| fail "the PIN file in the initramfs is mode $(stat -c %a "$IR/etc/lockroot/boot.pin" 2>&1), not 600"
 grep -qF "keyscript=/usr/lib/lockroot/keyscript" "$IR/cryptroot/crypttab" \
 	|| fail "cryptroot/crypttab lacks our entry: $(cat "$IR/cryptroot/crypttab" 2>&1)"
 
@@ -109,5 +115,7 @@ info "dracut in the chroot ($KVER): the lockroot module is picked by its check()
 in_root "$R" dracut -f "/boot/initrd.img-$KVER" "$KVER" >"$T/dracut.log" 2>&1 || { tail -30 "$T/dracut.log" >&2; fail "dracut"; }
 grep -q "Including module: lockroot" "$T/dracut.log" || { cat "$T/dracut.log" >&2; fail "dracut did not include lockroot"; }
 in_root "$R" lsinitrd "/boot/initrd.img-$KVER" >"$T/dracut.list" || fail "lsinitrd"
-has "$T/dracut.list" "${LOCKROOT_FILES[@]}"
+has "$T/dracut.list" "${LOCKROOT_FILES[@]}" etc/lockroot/boot\.pin
+grep -Eq '^-rw------- .* etc/lockroot/boot\.pin$' "$T/dracut.list" \
+	|| fail "the PIN file in the dracut initramfs is not mode 600: $(grep boot.pin "$T/dracut.list")"
 exit 0

@@ -77,5 +77,12 @@ install() {
 	done
 	# SoftHSM's configuration, not its tokens: they hold keys.
 	[[ -f $dracutsysrootdir/etc/softhsm/softhsm2.conf ]] && inst_simple /etc/softhsm/softhsm2.conf
+	# The PINs of PKCS#11 tokens that unlock at boot (pin-source=file:/etc/lockroot/NAME.pin).
+	local pin
+	for pin in "$dracutsysrootdir"/etc/lockroot/*.pin; do
+		[[ -f $pin ]] || continue
+		inst_simple "${pin#"$dracutsysrootdir"}"
+		chmod 600 "${initdir}${pin#"$dracutsysrootdir"}"
+	done
 	inst_hook pre-trigger 10 "$moddir/lockroot-tpm.sh"
 }
