@@ -7,7 +7,7 @@
 # The tracked files (git ls-files, as they are in the working tree) are copied to
 # build-deb/lockroot/, so the checkout stays clean; packages, .changes and logs land in
 # build-deb/ (or $LOCKROOT_DEB_OUT). A foreign architecture is cross-built
-# (dpkg-buildpackage -a ARCH -Pcross,nocheck; scripts/setup.sh --cross installs the toolchains).
+# (dpkg-buildpackage -a ARCH -Pcross,nocheck; scripts/setup.sh installs the toolchains).
 # Needs debhelper and lintian (scripts/setup.sh). Exit 0 when every package built and lintian
 # reported no error or warning.
 set -eu

@@ -1,7 +1,7 @@
 #!/bin/sh
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # Cross-build lockroot for Raspberry Pi OS / Debian on arm64 and armhf with Debian's cross
-# toolchains and multiarch -dev packages (install them with: scripts/setup.sh --cross).
+# toolchains and multiarch -dev packages (scripts/setup.sh installs them).
 #
 #   scripts/cross-build.sh [arm64] [armhf]      (default: both)
 #
@@ -20,7 +20,7 @@ for arch in "$@"; do
 	b=$TOP/build-$arch
 	if [ ! -f "$b/build.ninja" ]; then
 		meson setup "$b" "$TOP" --cross-file "$TOP/cross/$arch.ini" -Dtpm2=enabled -Dpkcs11=enabled \
-			>"$b.setup.log" 2>&1 || { cat "$b.setup.log" >&2; echo "cross-build: $arch: meson setup failed (scripts/setup.sh --cross?)" >&2; rc=1; continue; }
+			>"$b.setup.log" 2>&1 || { cat "$b.setup.log" >&2; echo "cross-build: $arch: meson setup failed (scripts/setup.sh?)" >&2; rc=1; continue; }
 	fi
 	if ! ninja -C "$b" >"$b.ninja.log" 2>&1; then
 		cat "$b.ninja.log" >&2; echo "cross-build: $arch: build failed" >&2; rc=1; continue

@@ -2,15 +2,18 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # Install everything lockroot needs to build, run and test, from Debian 12's archive only.
 # Run as root. Idempotent.
-#   scripts/setup.sh            native build and the test suite
-#   scripts/setup.sh --cross    also the arm64 and armhf cross toolchains and multiarch -dev
-#                               packages (scripts/cross-build.sh); adds dpkg architectures
+#   scripts/setup.sh            everything: the native build, the arm64 and armhf cross toolchains
+#                               and multiarch -dev packages (adds the dpkg architectures), the
+#                               test suite's tools (QEMU for amd64 and arm64, qemu-user for arm64
+#                               chroots, swtpm, SoftHSM2, mmdebstrap, debhelper, lintian)
+#   scripts/setup.sh --native   only what the native build and the amd64 tests need
 set -eu
-CROSS=0
+CROSS=1
 for a in "$@"; do
 	case $a in
-	--cross) CROSS=1 ;;
-	*) echo "usage: scripts/setup.sh [--cross]" >&2; exit 2 ;;
+	--cross) CROSS=1 ;;  # the default; kept for older instructions
+	--native) CROSS=0 ;;
+	*) echo "usage: scripts/setup.sh [--native]" >&2; exit 2 ;;
 	esac
 done
 PACKAGES="
@@ -33,7 +36,9 @@ if [ $CROSS = 1 ]; then
 		PACKAGES="$PACKAGES crossbuild-essential-$a pkgconf:$a"
 		for d in $CROSS_DEV; do PACKAGES="$PACKAGES $d:$a"; done
 	done
-	PACKAGES="$PACKAGES file"
+	# file: cross-build.sh checks the ELF; the arm64 guests: QEMU's arm64 machines, arm64
+	# chroots through qemu-user (binfmt), the Pi's device tree edited (fdtput).
+	PACKAGES="$PACKAGES file qemu-system-arm qemu-user-static binfmt-support arch-test device-tree-compiler"
 fi
 missing=""
 for p in $PACKAGES; do

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# Cross builds for the Pi's architectures with Debian's cross toolchains and multiarch -dev
+# packages: scripts/cross-build.sh (meson, -Werror, both HSM backends) must give an arm64 and an
+# armhf ELF of the CLI and the token plugin; scripts/build-deb.sh armhf must give a lintian-clean
+# armhf package whose token plugin is in the armhf libcryptsetup's plugin directory
+# (/lib/arm-linux-gnueabihf/cryptsetup), not the build machine's. The arm64 package is built
+# and booted by the system tests (tests/system/arm64/build-guest.sh).
+#
+# It builds lockroot itself, so tests/run runs it in the normal pass only:
+# lockroot-test: own-build
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
+
+need arm-linux-gnueabihf-gcc aarch64-linux-gnu-gcc dpkg-buildpackage lintian file git
+git -C "$TOP" rev-parse --git-dir >/dev/null 2>&1 || skip "not a git checkout (build-deb.sh copies the tracked files)"
+
+info "scripts/cross-build.sh arm64 armhf"
+W=$T/src
+mkdir -p "$W"
+(cd "$TOP" && git ls-files -z | xargs -0 cp --parents -t "$W")
+"$W/scripts/cross-build.sh" arm64 armhf >"$T/cross.log" 2>&1 || { cat "$T/cross.log" >&2; fail "cross-build.sh"; }
+file -b "$W/build-arm64/src/lockroot" | grep -q 'ARM aarch64' || fail "build-arm64/src/lockroot: $(file -b "$W/build-arm64/src/lockroot")"
+file -b "$W/build-armhf/src/lockroot" | grep -q 'ARM, EABI5' || fail "build-armhf/src/lockroot: $(file -b "$W/build-armhf/src/lockroot")"
+
+info "scripts/build-deb.sh armhf (dpkg-buildpackage -a armhf, lintian --fail-on error,warning)"
+LOCKROOT_DEB_OUT=$T/deb "$TOP/scripts/build-deb.sh" armhf >"$T/build-deb.log" 2>&1 \
+	|| { cat "$T/build-deb.log" >&2; fail "build-deb.sh armhf"; }
+DEB=$(ls "$T"/deb/lockroot_*_armhf.deb)
+[ "$(dpkg-deb -f "$DEB" Architecture)" = armhf ] || fail "$DEB is not armhf"
+dpkg-deb -c "$DEB" | awk '{print $6}' >"$T/contents"
+grep -qx './lib/arm-linux-gnueabihf/cryptsetup/libcryptsetup-token-lockroot.so' "$T/contents" \
+	|| fail "the armhf token plugin is not in /lib/arm-linux-gnueabihf/cryptsetup: $(grep token "$T/contents")"
+grep -q 'x86_64' "$T/contents" && fail "the armhf package holds x86_64 paths: $(grep x86_64 "$T/contents")"
+dpkg-deb -x "$DEB" "$T/x"
+file -b "$T/x/usr/sbin/lockroot" | grep -q 'ARM, EABI5' || fail "the armhf package's lockroot is $(file -b "$T/x/usr/sbin/lockroot")"
+exit 0
