@@ -772,6 +772,9 @@ static int run_tool(char *const argv[], char *out, size_t outsz)
 	return WEXITSTATUS(status);
 }
 
+/* resize2fs -P's minimum size in blocks. -EUCLEAN (nothing logged): the file system was not
+ * unmounted cleanly (a power cut, a shutdown that could not remount / read-only), and
+ * resize2fs wants e2fsck first. */
 static int fs_min_blocks(const char *device, uint64_t *blocks)
 {
 	char out[4096], *p;
@@ -780,6 +783,10 @@ static int fs_min_blocks(const char *device, uint64_t *blocks)
 
 	if (r < 0)
 		return r;
+	if (r != 0 && strstr(out, "Please run 'e2fsck -f")) {
+		lr_debug("resize2fs -P %s: %s", device, out);
+		return -EUCLEAN;
+	}
 	p = strstr(out, "minimum size of the filesystem:");
 	if (r != 0 || !p)
 		return lr_error_code(-EIO, "resize2fs -P %s failed: %s", device, out);
@@ -818,13 +825,30 @@ static int keep_file_size(const char *device, uint64_t part)
 	return 0;
 }
 
+static int fs_check(const char *device, uint64_t target, lr_shrink_step_fn step, void *userdata)
+{
+	char out[8192];
+	char *fsck[] = { "e2fsck", "-fy", (char *)device, NULL };
+	int r;
+
+	if (step)
+		step(LR_SHRINK_CHECK, target, userdata);
+	r = run_tool(fsck, out, sizeof(out));
+	lr_debug("e2fsck -fy %s: %s", device, out);
+	if (r < 0)
+		return r;
+	if (r >= 4)
+		return lr_error_code(-EIO, "e2fsck -fy %s failed (exit %d): %s", device, r, out);
+	return 0;
+}
+
 int lr_convert_shrink(const char *device, uint64_t *fs_size, lr_shrink_step_fn step, void *userdata)
 {
 	char out[8192], size_arg[32];
-	char *fsck[] = { "e2fsck", "-fy", (char *)device, NULL };
 	char *resize[] = { "resize2fs", (char *)device, size_arg, NULL };
 	uint64_t part = 0, size = 0, target, min_blocks = 0;
 	uint32_t bs = 0;
+	bool checked = false;
 	int r;
 
 	r = fs_info(device, &part, &size, &bs);
@@ -837,23 +861,32 @@ int lr_convert_shrink(const char *device, uint64_t *fs_size, lr_shrink_step_fn s
 		*fs_size = size;
 		return 0;
 	}
-/* Refuse before e2fsck writes anything (resize2fs -P only reads). */
+	/* Refuse before e2fsck writes anything (resize2fs -P only reads), unless the file system
+	 * was not unmounted cleanly: then e2fsck first, as the boot's fsck would, and ask again. */
 	r = fs_min_blocks(device, &min_blocks);
+	if (r == -EUCLEAN) {
+		r = fs_check(device, target, step, userdata);
+		if (r < 0)
+			return r;
+		checked = true;
+		r = fs_min_blocks(device, &min_blocks);
+	}
+	if (r == -EUCLEAN)
+		return lr_error_code(-EIO, "resize2fs -P %s still asks for e2fsck after e2fsck -fy", device);
 	if (r < 0)
 		return r;
 	if (min_blocks * bs > target)
 		return lr_error_code(-ENOSPC, "the file system on %s needs at least %" PRIu64 " MiB, but has to fit in %"
 				     PRIu64 " MiB to leave %" PRIu64 " MiB for the LUKS2 header: free some space "
-				     "first; nothing was changed", device, (min_blocks * bs + (1 << 20) - 1) >> 20,
-				     target >> 20, LR_CONVERT_REDUCE >> 20);
-	if (step)
-		step(LR_SHRINK_CHECK, target, userdata);
-	r = run_tool(fsck, out, sizeof(out));
-	lr_debug("e2fsck -fy %s: %s", device, out);
-	if (r < 0)
-		return r;
-	if (r >= 4)
-		return lr_error_code(-EIO, "e2fsck -fy %s failed (exit %d): %s", device, r, out);
+				     "first; nothing %s", device, (min_blocks * bs + (1 << 20) - 1) >> 20,
+				     target >> 20, LR_CONVERT_REDUCE >> 20,
+				     checked ? "else was changed (e2fsck -fy ran: it was not cleanly unmounted)"
+					     : "was changed");
+	if (!checked) {
+		r = fs_check(device, target, step, userdata);
+		if (r < 0)
+			return r;
+	}
 	snprintf(size_arg, sizeof(size_arg), "%" PRIu64 "K", target / 1024);
 	if (step)
 		step(LR_SHRINK_RESIZE, target, userdata);

@@ -289,6 +289,20 @@ grep -q 'free some space' "$T/err" || fail "message: $(cat "$T/err")"
 state "$F" plain
 rm -f "$F"
 
+case_ "shrink of a file system not cleanly unmounted (power cut before the reboot): e2fsck, then shrink"
+# resize2fs -P refuses such a file system ("Please run 'e2fsck -f' first"); the emulated Pi's
+# shutdown left one. Cleared "valid" flag = what a mount without a clean unmount leaves.
+F=$T/dirty.img
+make_fs "$F"
+debugfs -w -R "ssv state 0" "$F" >/dev/null 2>&1 || fail "debugfs ssv state 0"
+resize2fs -P "$F" >"$T/p" 2>&1 && fail "resize2fs -P accepted the unclean file system (test broken)"
+grep -q "Please run 'e2fsck -f" "$T/p" || fail "resize2fs -P: $(cat "$T/p")"
+ok shrink "$F"
+[ "$(field fs_size)" -le $((SIZE - 32 * MiB)) ] || fail "fs_size $(field fs_size) after the unclean shrink"
+e2fsck -fn "$F" >"$T/fsck" 2>&1 || { cat "$T/fsck" >&2; fail "e2fsck -fn after the unclean shrink"; }
+files_ok "$F"
+rm -f "$F"
+
 case_ "examine: UNKNOWN on random data, DONE on a plain LUKS2, a stale record ignored"
 head -c $((64 * MiB)) /dev/urandom >"$T/rand.img"
 state "$T/rand.img" unknown
