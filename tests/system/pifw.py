@@ -236,12 +236,18 @@ class BootConfig:
     """
 
     BOARD_FILTERS = {"all", "pi4", "board-type=0x11"}
+    # The filters each emulated machine answers to (Machine's board).
+    BOARDS = {"pc": BOARD_FILTERS, "raspi3b": {"all", "pi3", "board-type=0x8"},
+              "virt": {"all"}}
+    # The device tree the firmware picks when config.txt names none (device_tree=).
+    DEFAULT_DTB = {"raspi3b": "bcm2837-rpi-3-b.dtb"}
 
-    def __init__(self, disk, config_name="config.txt"):
+    def __init__(self, disk, config_name="config.txt", board="pc"):
         self.disk = disk
         self.config_name = config_name
         self.tryboot = config_name == "tryboot.txt"
-        filters = self.BOARD_FILTERS | ({"tryboot"} if self.tryboot else set())
+        filters = self.BOARDS[board] | ({"tryboot"} if self.tryboot else set())
+        self.device_tree = self.DEFAULT_DTB.get(board)
         raw = disk.read_boot(config_name)
         if raw is None:
             raise TestFailure(f"no {config_name} on the boot partition")
@@ -269,6 +275,8 @@ class BootConfig:
                 k, v = (x.strip() for x in line.split("=", 1))
                 if k == "kernel":
                     self.kernel = v
+                elif k == "device_tree":
+                    self.device_tree = v
                 elif k == "cmdline":
                     self.cmdline_file = v
         cmd = disk.read_boot(self.cmdline_file)
@@ -287,6 +295,17 @@ class BootConfig:
             i = os.path.join(workdir, "initramfs")
             self.disk.copy_boot(self.initramfs, i)
         return k, i
+
+    def extract_dtb(self, workdir, serial=None):
+        """Copy the device tree to workdir and, as the Pi firmware does, write the board's
+        serial number into it (/serial-number). Returns its path, or None (no device tree)."""
+        if not self.device_tree:
+            return None
+        d = os.path.join(workdir, "board.dtb")
+        self.disk.copy_boot(self.device_tree, d)
+        if serial:
+            run_host(["fdtput", "-t", "s", d, "/", "serial-number", serial])
+        return d
 
 
 def edit_cmdline(disk, fn):
@@ -398,10 +417,11 @@ class SoftTPM:
                 pass
             wait_until(5, lambda: not alive(pid), None)
 
-    def qemu_args(self):
+    def qemu_args(self, device="tpm-tis"):
+        """device: tpm-tis (PC), tpm-tis-device (arm64 virt)."""
         return ["-chardev", f"socket,id=chrtpm,path={self.ctrl}",
                 "-tpmdev", "emulator,id=tpm0,chardev=chrtpm",
-                "-device", "tpm-tis,tpmdev=tpm0"]
+                "-device", f"{device},tpmdev=tpm0"]
 
 
 def alive(pid):
@@ -488,7 +508,12 @@ class Machine:
 
     def __init__(self, disk, logdir, tpm=None, smbios_uuid=None, disk_serial=None,
                  memory="1G", smp=1, usb_disk=None, usb_serial="LOCKROOT-USB-0001",
-                 sd_discard=False):
+                 sd_discard=False, board="pc", board_serial=None, usb_disks=()):
+        if board not in BootConfig.BOARDS:
+            raise TestFailure(f"unknown board {board!r}")
+        self.board = board
+        self.board_serial = board_serial  # written into the device tree (raspi3b)
+        self.usb_disks = list(usb_disks)  # more USB drives: (Disk or path, serial or None)
         self.disk = disk
         self.logdir = os.path.abspath(logdir)
         self.tpm = tpm
@@ -526,27 +551,22 @@ class Machine:
         self.tryboot_next = False  # the firmware clears the flag as it acts on it
         self.boots += 1
         os.makedirs(self.logdir, exist_ok=True)
-        fw = BootConfig(self.disk, config_name)
+        fw = BootConfig(self.disk, config_name, self.board)
         self.config_name = config_name
-        kernel, initrd = fw.extract(os.path.join(self.logdir, ".firmware"))
-        sd = f"if=none,id=disk0,format=raw,file={self.disk.path}"
-        if self.sd_discard:
-            sd += ",discard=unmap"
-        argv = ["qemu-system-x86_64", "-accel", "tcg", "-M", "q35", "-cpu", self.cpu,
-                "-m", self.memory, "-smp", str(self.smp), "-nographic", "-nic", "none",
-                "-no-reboot",  # a reboot (panic, failed boot) ends the run instead of looping
-                "-kernel", kernel, "-append", fw.cmdline,
-                # -drive if=virtio with its serial (QEMU 7.2 wants the serial on the device)
-                "-drive", sd,
-                "-device", "virtio-blk-pci,drive=disk0"
-                + (f",serial={self.disk_serial}" if self.disk_serial else "")]
-        if self.usb_disk is not None:
-            usb = self.usb_disk.path if isinstance(self.usb_disk, Disk) else \
-                os.path.abspath(self.usb_disk)
-            argv += ["-device", "qemu-xhci,id=xhci",
-                     "-drive", f"if=none,id=usb0,format=raw,file={usb},discard=unmap",
-                     "-device", "usb-storage,bus=xhci.0,drive=usb0"
-                     + (f",serial={self.usb_serial}" if self.usb_serial else "")]
+        fwdir = os.path.join(self.logdir, ".firmware")
+        kernel, initrd = fw.extract(fwdir)
+        argv = self._machine_argv(fw, kernel, fwdir)
+        usb = ([(self.usb_disk, self.usb_serial)] if self.usb_disk is not None else []) \
+            + self.usb_disks
+        if usb and self.board == "pc":
+            argv += ["-device", "qemu-xhci,id=xhci"]
+        for n, (d, serial) in enumerate(usb):
+            path = d.path if isinstance(d, Disk) else os.path.abspath(d)
+            # raspi3b: its own USB host (dwc2); pc: the xHCI above.
+            argv += ["-drive", f"if=none,id=usb{n},format=raw,file={path},discard=unmap",
+                     "-device", f"usb-storage,drive=usb{n}"
+                     + (",bus=xhci.0" if self.board == "pc" else "")
+                     + (f",serial={serial}" if serial else "")]
         if initrd:
             argv += ["-initrd", initrd]
         if self.smbios_uuid:
@@ -554,7 +574,7 @@ class Machine:
         tpm = self.tpm if not no_tpm else None
         if tpm:
             tpm.start()
-            argv += tpm.qemu_args()
+            argv += tpm.qemu_args("tpm-tis-device" if self.board == "virt" else "tpm-tis")
         self.logpath = os.path.join(self.logdir, f"{self.boots:02d}-{name}.log")
         self.logfile = StampedLog(self.logpath)
         tpm_note = "" if tpm else (" tpm=detached" if self.tpm else " tpm=none")
@@ -574,6 +594,37 @@ class Machine:
                                    dimensions=(50, 250))
         self.child.logfile_read = self.logfile
         return self.logpath
+
+    def _machine_argv(self, fw, kernel, fwdir):
+        """QEMU's command line for the board, its boot drive and the firmware's choices."""
+        if self.board == "raspi3b":
+            # The board has what it has (4 Cortex-A53, 1 GiB, the SD slot); the console is the
+            # mini UART (ttyS1: QEMU's second serial port), the PL011 belongs to Bluetooth.
+            if self.tpm:
+                raise TestFailure("raspi3b: QEMU 7.2 has no TPM device for this board")
+            dtb = fw.extract_dtb(fwdir, self.board_serial)
+            if not dtb:
+                raise TestFailure("raspi3b: no device tree on the boot partition")
+            return ["qemu-system-aarch64", "-M", "raspi3b",
+                    "-accel", os.environ.get("LOCKROOT_RASPI_ACCEL", "tcg,thread=single"),
+                    "-display", "none", "-monitor", "none", "-serial", "null", "-serial", "stdio",
+                    "-no-reboot", "-kernel", kernel, "-append", fw.cmdline, "-dtb", dtb,
+                    "-drive", f"if=sd,format=raw,file={self.disk.path}"]
+        drive = f"if=none,id=disk0,format=raw,file={self.disk.path}"
+        if self.sd_discard:
+            drive += ",discard=unmap"
+        # -drive if=none plus the device, with its serial (QEMU 7.2 wants it on the device)
+        disk = ["-drive", drive, "-device", "virtio-blk-pci,drive=disk0"
+                + (f",serial={self.disk_serial}" if self.disk_serial else "")]
+        if self.board == "virt":
+            return ["qemu-system-aarch64", "-accel", "tcg", "-M", "virt", "-cpu", "cortex-a72",
+                    "-m", self.memory, "-smp", str(self.smp), "-display", "none",
+                    "-monitor", "none", "-serial", "stdio", "-nic", "none", "-no-reboot",
+                    "-kernel", kernel, "-append", fw.cmdline] + disk
+        return ["qemu-system-x86_64", "-accel", "tcg", "-M", "q35", "-cpu", self.cpu,
+                "-m", self.memory, "-smp", str(self.smp), "-nographic", "-nic", "none",
+                "-no-reboot",  # a reboot (panic, failed boot) ends the run instead of looping
+                "-kernel", kernel, "-append", fw.cmdline] + disk
 
     def _finish(self):
         if self.child is not None:
@@ -740,12 +791,17 @@ class State:
     """The system suite's work directory (SYSTEM_STATE): guest.json from build-guest.sh, the
     built disk, and what one scenario hands the next (enrolled disk, TPM state, recovery key)."""
 
-    def __init__(self, d=None):
+    def __init__(self, d=None, guest="guest/guest.json"):
+        """guest: the facts file, relative to the work directory (the arm64 guests':
+        arm64/arm64.json, from arm64/build-guest.sh)."""
         d = d or os.environ.get("SYSTEM_STATE")
         if not d:
             raise TestSkip("SYSTEM_STATE not set (run tests/system/run.sh)")
         self.dir = os.path.abspath(d)
-        with open(os.path.join(self.dir, "guest", "guest.json")) as f:
+        facts = os.path.join(self.dir, guest)
+        if not os.path.exists(facts):
+            raise TestFailure(f"{facts} missing: the guest was not built")
+        with open(facts) as f:
             self.guest = json.load(f)
         self.logdir = os.path.join(self.dir, "logs")
 
@@ -780,8 +836,8 @@ class State:
             f.write(text + "\n")
 
 
-def main(fn):
-    """Run a scenario: exit 0 pass, 1 fail, 77 skip."""
+def main(fn, tools=("qemu-system-x86_64", "swtpm", "mtype", "mcopy", "sfdisk")):
+    """Run a scenario: exit 0 pass, 1 fail, 77 skip (a tool in `tools` is missing)."""
     t = time.monotonic()
 
     def on_signal(signum, _frame):
@@ -789,7 +845,7 @@ def main(fn):
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, on_signal)
     try:
-        need("qemu-system-x86_64", "swtpm", "mtype", "mcopy", "sfdisk")
+        need(*tools)
         fn()
     except TestSkip as e:
         print(f"SKIP: {e}", file=sys.stderr)
