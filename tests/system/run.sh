@@ -8,6 +8,8 @@
 #   tests/system/run.sh                 build the guest, run every scenario, one line each
 #   tests/system/run.sh --build         only build the guest           (tests/run calls these two
 #   tests/system/run.sh --scenario F    only run scenario file F        forms, one line per step)
+#   tests/system/run.sh --build-arm64   only build the arm64 guests (emulated Pi 3, arm64 virt:
+#                                       arm64/build-guest.sh; the 8x scenarios use them)
 #   tests/system/run.sh PATTERN...      build, then the scenarios whose name contains a PATTERN
 #
 # Work directory: ${BUILD:-build}/system (console logs of every boot in logs/). Exit 0 pass,
@@ -29,6 +31,16 @@ missing() {
 	return 1
 }
 
+missing_arm64() {
+	local c
+	for c in qemu-system-aarch64 fdtput update-binfmts aarch64-linux-gnu-gcc dpkg-buildpackage lintian; do
+		command -v "$c" >/dev/null 2>&1 || { echo "$c not installed"; return 0; }
+	done
+	[ -x /usr/libexec/qemu-binfmt/aarch64-binfmt-P ] || [ -x /usr/bin/qemu-aarch64-static ] \
+		|| { echo "qemu-user-static not installed"; return 0; }
+	return 1
+}
+
 build_guest() {
 	mkdir -p "$SYSTEM_STATE"
 	# What the scenarios made from the previous guest is of no use with a new one.
@@ -45,12 +57,18 @@ run_scenario() {
 }
 
 case ${1:-} in
+--build-arm64)
+	if why=$(missing) || why=$(missing_arm64); then echo "SKIP: $why" >&2; exit 77; fi
+	mkdir -p "$SYSTEM_STATE"
+	bash "$HERE/arm64/build-guest.sh" "$SYSTEM_STATE/arm64"
+	exit
+	;;
 --build|--scenario)
 	if why=$(missing); then echo "SKIP: $why" >&2; exit 77; fi
 	if [ "$1" = --build ]; then build_guest; else run_scenario "$2"; fi
 	exit
 	;;
--h|--help) sed -n '3,15p' "$0"; exit 0 ;;
+-h|--help) sed -n '3,17p' "$0"; exit 0 ;;
 esac
 
 PATTERNS=("$@")
@@ -75,6 +93,12 @@ mkdir -p "$SYSTEM_STATE/test-logs"
 start=$SECONDS rc=0
 build_guest >"$SYSTEM_STATE/test-logs/build-guest.log" 2>&1 || rc=$?
 line $rc build-guest $((SECONDS - start)) "$SYSTEM_STATE/test-logs/build-guest.log"
+if [ $rc = 0 ] && ls "$HERE"/8[0-9]-*.py >/dev/null 2>&1; then
+	start=$SECONDS rc=0
+	"$0" --build-arm64 >"$SYSTEM_STATE/test-logs/build-arm64.log" 2>&1 || rc=$?
+	line $rc build-arm64 $((SECONDS - start)) "$SYSTEM_STATE/test-logs/build-arm64.log"
+	rc=0
+fi
 if [ $rc = 0 ]; then
 	for t in "$HERE"/[0-9]*.py; do
 		name=$(basename "$t" .py)
