@@ -175,8 +175,15 @@ rm -f "$tree/tmp/${deb##*/}"
 [ -f "$tree/boot/initrd.img-$KVER" ] || chroot "$tree" update-initramfs -c -k "$KVER" >"$W/initramfs.log" 2>&1 \
 	|| { cat "$W/initramfs.log" >&2; exit 1; }
 chroot "$tree" lsinitramfs "/boot/initrd.img-$KVER" >"$W/initramfs.list"
-for want in usr/sbin/lockroot usr/lib/lockroot/keyscript scripts/init-premount/hsm-drive \
-	scripts/init-premount/lockroot-convert etc/lockroot/hsm.pin; do
+# What the unlock needs, from the arm64 package and the system (as deb-package.sh checks the
+# amd64 one): helper, keyscript, token plugin, TCTIs, p11-kit and SoftHSM2, the PIN, dm-crypt
+# and the Pi's cipher.
+for want in usr/sbin/lockroot usr/lib/lockroot/keyscript scripts/init-premount/lockroot-convert \
+	'lib/aarch64-linux-gnu/cryptsetup/libcryptsetup-token-lockroot\.so' \
+	'lib/aarch64-linux-gnu/libtss2-tcti-device\.so\.0' 'lib/aarch64-linux-gnu/libp11-kit\.so\.0' \
+	'.*/libsofthsm2\.so' etc/softhsm/softhsm2\.conf etc/lockroot/hsm\.pin \
+	'.*/dm-crypt\.ko(\.xz|\.zst)?' '.*/adiantum\.ko(\.xz|\.zst)?' '.*/nhpoly1305\.ko(\.xz|\.zst)?' \
+	scripts/init-premount/hsm-drive; do
 	grep -Eq "(^|/)${want#usr/}\$" "$W/initramfs.list" \
 		|| { echo "build-arm64: $want not in the Pi's initramfs" >&2; exit 1; }
 done
