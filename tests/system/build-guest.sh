@@ -45,6 +45,7 @@ W=$OUT/work
 tree=$W/tree
 step_t=$SECONDS
 step() { echo "build-guest: [$((SECONDS - step_t))s] $*" >&2; }
+. "$HERE/guest-lib.sh"
 
 # Guest facts (also in guest.json).
 HOSTNAME=lockroot-guest
@@ -108,9 +109,7 @@ PLAIN_FS_UUID=$(cat /proc/sys/kernel/random/uuid)
 PLAIN_BOOT_PARTUUID=${PLAIN_LABEL_ID#0x}-01
 PLAIN_ROOT_PARTUUID=${PLAIN_LABEL_ID#0x}-02
 
-echo "$HOSTNAME" >"$tree/etc/hostname"
-printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n' "$HOSTNAME" >"$tree/etc/hosts"
-chroot "$tree" passwd -dq root
+guest_config "$tree" "$HOSTNAME" "$PASSPHRASE" "$OUT"
 if [ $PLAIN = 1 ]; then
 	echo "cryptroot UUID=$LUKS_UUID none luks,discard,initramfs" >"$tree/etc/crypttab"
 else
@@ -122,38 +121,8 @@ PARTUUID=$BOOT_PARTUUID /boot/firmware vfat defaults,noatime 0 2
 EOF
 mkdir -p "$tree/boot/firmware"
 
-# Root autologin on the serial console, so the tests can run commands.
-mkdir -p "$tree/etc/systemd/system/serial-getty@ttyS0.service.d"
-cat >"$tree/etc/systemd/system/serial-getty@ttyS0.service.d/autologin.conf" <<'EOF'
-[Service]
-ExecStart=
-ExecStart=-/sbin/agetty --autologin root --noclear --keep-baud 115200,38400,9600 %I $TERM
-EOF
-: >"$tree/etc/motd"
-# Two guests share two cores in the test run: under that load udev can take longer than
-# systemd's default 90 s to announce a device, and the guest would fall into emergency mode.
-mkdir -p "$tree/etc/systemd/system.conf.d"
-cat >"$tree/etc/systemd/system.conf.d/lockroot-test-timeouts.conf" <<'EOF'
-[Manager]
-DefaultTimeoutStartSec=300s
-DefaultDeviceTimeoutSec=300s
-EOF
 # The tests' manifest of a tree (content, owners, modes, xattrs, ACLs, hard links).
 install -m 755 "$HERE/guest-manifest.sh" "$tree/usr/local/sbin/lockroot-test-manifest"
-# Units a test guest never needs (each costs seconds under TCG): VGA gettys, periodic jobs.
-for u in getty-static.service getty@tty1.service apt-daily.timer apt-daily-upgrade.timer \
-	dpkg-db-backup.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer \
-	systemd-tmpfiles-clean.timer; do
-	ln -sf /dev/null "$tree/etc/systemd/system/$u"
-done
-
-# The passphrase of keyslot 0: the first enrolment authorises with it.
-install -m 600 /dev/null "$tree/root/test-passphrase"
-printf '%s' "$PASSPHRASE" >"$tree/root/test-passphrase"
-mkdir -p "$OUT"
-install -m 600 /dev/null "$OUT/test-passphrase"
-printf '%s' "$PASSPHRASE" >"$OUT/test-passphrase"
-
 # initramfs: only the modules a q35 guest needs (MODULES=most would take many minutes). In a
 # chroot the cryptsetup hook cannot see the root's cipher: CRYPTSETUP=y and the crypttab
 # "initramfs" option make it include the volume anyway.

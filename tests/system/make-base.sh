@@ -14,9 +14,9 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${LOCKROOT_CACHE:-/var/cache/lockroot-tests}
-MIRROR=${LOCKROOT_MIRROR:-http://deb.debian.org/debian}
+. "$HERE/guest-lib.sh"
 
-key=$(cat "$HERE/guest-packages" "$HERE/make-base.sh" | sha256sum | cut -c1-16)
+key=$(cat "$HERE/guest-packages" "$HERE/make-base.sh" "$HERE/guest-lib.sh" | sha256sum | cut -c1-16)
 out=$CACHE/base-$key.tar
 if [ -s "$out" ]; then
 	echo "$out"
@@ -36,25 +36,9 @@ done'
 
 tmp=$out.tmp.$$
 trap 'rm -f "$tmp"' EXIT
-mmdebstrap --variant=apt --architectures=amd64 --format=tar \
-	--aptopt='APT::Install-Recommends "false"' \
-	--dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
-	--dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
-	--dpkgopt='path-exclude=/usr/share/info/*' --dpkgopt='path-exclude=/usr/lib/firmware/*' \
-	--essential-hook='chroot "$1" dpkg-divert --quiet --local --rename --add /usr/sbin/update-initramfs
-		printf "#!/bin/sh\nexit 0\n" >"$1/usr/sbin/update-initramfs"; chmod 755 "$1/usr/sbin/update-initramfs"' \
-	--customize-hook='rm -f "$1/usr/sbin/update-initramfs"
-		chroot "$1" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs' \
-	--customize-hook="$TRIM" \
-	--customize-hook='rm -f "$1"/var/cache/apt/archives/*.deb
-		chroot "$1" apt-get install -y -qq --download-only linux-image-cloud-amd64 >/dev/null
-		mkdir -p "$1/var/cache/lockroot-debs"; mv "$1"/var/cache/apt/archives/*.deb "$1/var/cache/lockroot-debs/"' \
-	--include="$pkgs" \
-	bookworm "$tmp" \
-	"deb $MIRROR bookworm main" "deb $MIRROR bookworm-updates main" \
-	"deb ${MIRROR%/debian}/debian-security bookworm-security main" >&2
+debian_base amd64 "$tmp" "$pkgs" "$TRIM" linux-image-cloud-amd64
 mv "$tmp" "$out"
 trap - EXIT
 # Older bases (another package list) are of no further use.
-find "$CACHE" -maxdepth 1 -name 'base-*.tar' ! -name "base-$key.tar" -delete
+find "$CACHE" -maxdepth 1 -name 'base-*.tar' ! -name 'base-arm64-*' ! -name "base-$key.tar" -delete
 echo "$out"

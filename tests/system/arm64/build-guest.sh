@@ -28,6 +28,7 @@ W=$OUT/work
 tree=$W/tree
 step_t=$SECONDS
 step() { echo "build-arm64: [$((SECONDS - step_t))s] $*" >&2; }
+. "$HERE/../guest-lib.sh"
 
 HOSTNAME=lockroot-guest     # the harness's shell prompt
 PASSPHRASE=lockroot-system-test-passphrase
@@ -74,35 +75,7 @@ mv "$tree"/var/cache/lockroot-debs/*.deb "$W/debs/"
 
 # ---------------------------------------------------------------------------------------------
 # Guest configuration (before lockroot is installed: its trigger builds the initramfs).
-echo "$HOSTNAME" >"$tree/etc/hostname"
-printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n' "$HOSTNAME" >"$tree/etc/hosts"
-chroot "$tree" passwd -dq root
-mkdir -p "$tree/etc/systemd/system/serial-getty@.service.d" "$tree/etc/systemd/system.conf.d"
-cat >"$tree/etc/systemd/system/serial-getty@.service.d/autologin.conf" <<'EOT'
-[Service]
-ExecStart=
-ExecStart=-/sbin/agetty --autologin root --noclear --keep-baud 115200,38400,9600 %I $TERM
-EOT
-# RebootWatchdogSec=0: QEMU 7.2's raspi3b resets the board the moment bcm2835_wdt arms its
-# watchdog, so systemd arming it for the reboot cut every shutdown short before / was
-# remounted read-only (a real Pi counts the timeout down).
-cat >"$tree/etc/systemd/system.conf.d/lockroot-test-timeouts.conf" <<'EOT'
-[Manager]
-DefaultTimeoutStartSec=300s
-DefaultDeviceTimeoutSec=300s
-RebootWatchdogSec=0
-EOT
-: >"$tree/etc/motd"
-for u in getty-static.service getty@tty1.service apt-daily.timer apt-daily-upgrade.timer \
-	dpkg-db-backup.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer \
-	systemd-tmpfiles-clean.timer; do
-	ln -sf /dev/null "$tree/etc/systemd/system/$u"
-done
-install -m 600 /dev/null "$tree/root/test-passphrase"
-printf '%s' "$PASSPHRASE" >"$tree/root/test-passphrase"
-mkdir -p "$OUT"
-install -m 600 /dev/null "$OUT/test-passphrase"
-printf '%s' "$PASSPHRASE" >"$OUT/test-passphrase"
+guest_config "$tree" "$HOSTNAME" "$PASSPHRASE" "$OUT"
 
 mkdir -p "$tree/etc/initramfs-tools/conf.d" "$tree/etc/cryptsetup-initramfs"
 # zstd -1: the default level costs minutes under TCG (and through qemu-user here).
