@@ -12,6 +12,7 @@
  * All sizes and offsets are in bytes; partitions are aligned to 1 MiB.
  */
 #pragma once
+#include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -70,7 +71,7 @@ struct lr_disk_slot {
 	unsigned partno;
 	uint64_t start, size;
 	bool reuse;                        /* an existing partition, contents to be destroyed */
-	char device[64];                   /* "/dev/sda1" (for an image file: "IMAGE partition N") */
+	char device[PATH_MAX + 32];        /* "/dev/sda1" (for an image file: "IMAGE partition N") */
 };
 
 /*
