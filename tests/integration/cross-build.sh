@@ -4,8 +4,9 @@
 # packages: scripts/cross-build.sh (meson, -Werror, both HSM backends) must give an arm64 and an
 # armhf ELF of the CLI and the token plugin; scripts/build-deb.sh armhf must give a lintian-clean
 # armhf package whose token plugin is in the armhf libcryptsetup's plugin directory
-# (/lib/arm-linux-gnueabihf/cryptsetup), not the build machine's. The arm64 package is built
-# and booted by the system tests (tests/system/arm64/build-guest.sh).
+# (/lib/arm-linux-gnueabihf/cryptsetup), not the build machine's. Both builds' unit tests run
+# under qemu-user. The arm64 package is built and booted by the system tests
+# (tests/system/arm64/build-guest.sh; scenario 80 runs the arm64 unit tests on an arm64 kernel).
 #
 # It builds lockroot itself, so tests/run runs it in the normal pass only:
 # lockroot-test: own-build
@@ -21,6 +22,21 @@ mkdir -p "$W"
 "$W/scripts/cross-build.sh" arm64 armhf >"$T/cross.log" 2>&1 || { cat "$T/cross.log" >&2; fail "cross-build.sh"; }
 file -b "$W/build-arm64/src/lockroot" | grep -q 'ARM aarch64' || fail "build-arm64/src/lockroot: $(file -b "$W/build-arm64/src/lockroot")"
 file -b "$W/build-armhf/src/lockroot" | grep -q 'ARM, EABI5' || fail "build-armhf/src/lockroot: $(file -b "$W/build-armhf/src/lockroot")"
+
+info "the unit tests of both cross builds under qemu-user (armhf: 32-bit size_t and time_t)"
+need qemu-aarch64 qemu-arm
+for a in arm64:aarch64:aarch64-linux-gnu armhf:arm:arm-linux-gnueabihf; do
+	IFS=: read -r arch q triplet <<<"$a"
+	n=0
+	for t in "$W/build-$arch"/tests/test-*; do
+		[ -f "$t" ] && [ -x "$t" ] || continue
+		case ${t##*/} in test-backend-*) continue ;; esac  # programs for the integration tests
+		LOCKROOT_TEST_QEMU_USER=1 QEMU_LD_PREFIX=/usr/$triplet TMPDIR=$T timeout 300 "qemu-$q" "$t" \
+			>"$T/unit.log" 2>&1 || { cat "$T/unit.log" >&2; fail "$arch ${t##*/} under qemu-$q"; }
+		n=$((n + 1))
+	done
+	[ $n -ge 9 ] || fail "$arch: only $n unit tests found in build-$arch/tests"
+done
 
 info "scripts/build-deb.sh armhf (dpkg-buildpackage -a armhf, lintian --fail-on error,warning)"
 LOCKROOT_DEB_OUT=$T/deb "$TOP/scripts/build-deb.sh" armhf >"$T/build-deb.log" 2>&1 \

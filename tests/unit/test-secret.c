@@ -2,6 +2,7 @@
 /* The secret type: locked, wiped, kept out of a forked child; base64 known answers. */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -119,7 +120,13 @@ static void test_uint_list(void)
 int main(void)
 {
 	test_basics();
-	test_fork();
+	/* qemu-user (the cross builds' unit tests on the build machine) does not emulate
+	 * MADV_WIPEONFORK: the child crashes or hangs. Said on stderr; the arm64 virt guest
+	 * (system scenario 80) runs this test on a real arm64 kernel. */
+	if (getenv("LOCKROOT_TEST_QEMU_USER"))
+		fprintf(stderr, "test-secret: MADV_WIPEONFORK check left out under qemu-user\n");
+	else
+		test_fork();
 	test_base64();
 	test_read_fd();
 	test_uint_list();
