@@ -3,7 +3,8 @@
 """arm64 with a TPM: QEMU's arm64 virt machine (Cortex-A72, linux-image-cloud-arm64, which has
 tpm_tis) with swtpm as tpm-tis-device, the disk from arm64/build-guest.sh: Debian 12 arm64 with
 lockroot's arm64 package, the root LUKS2 with a passphrase. The first boot takes the passphrase
-and enrolls the TPM with a recovery key; the next boot unlocks unattended; with another TPM
+and enrolls the TPM with a recovery key, and runs the arm64 package build's unit tests on this
+arm64 kernel; the next boot unlocks unattended; with another TPM
 the keyscript asks for the recovery key, which opens the root."""
 import os
 import re
@@ -35,6 +36,14 @@ def test():
         passphrase = open(st.path("arm64", g["passphrase_file"])).read()
         key = first_boot_enroll(m, False, passphrase, dev)
         check_arm64_package(m)
+        # The unit tests of the arm64 package build, on an arm64 kernel (MADV_WIPEONFORK too).
+        _, out = m.sh("n=0; for t in /usr/local/libexec/lockroot-unit/test-*; do "
+                      "TMPDIR=/tmp $t >/tmp/unit.log 2>&1 || { echo \"FAILED $t\"; cat /tmp/unit.log; }; "
+                      "n=$((n + 1)); done; echo \"ran $n\"", timeout=600)
+        ran = re.search(r"ran (\d+)", out)
+        if "FAILED" in out or not ran or int(ran.group(1)) < 9:
+            raise TestFailure(f"arm64 unit tests in the guest:\n{out}")
+        log(f"arm64 unit tests on the guest's kernel: {ran.group(1)} passed")
         _, dump = m.sh(f"cryptsetup luksDump {dev}")
         if not re.search(r"^\s*\d+: lockroot\s*$", dump, re.M):
             raise TestFailure(f"no lockroot token after enroll:\n{dump}")

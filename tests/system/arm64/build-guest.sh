@@ -229,6 +229,17 @@ DEBIAN_FRONTEND=noninteractive chroot "$tree" sh -c 'dpkg -i /var/cache/lockroot
 	>"$W/install-cloud-kernel.log" 2>&1 || { cat "$W/install-cloud-kernel.log" >&2; exit 1; }
 rm -rf "$tree/var/cache/lockroot-debs"
 CLOUD_KVER=$(basename "$(ls -d "$tree"/usr/lib/modules/*-cloud-arm64 | head -n 1)")
+# The package build's arm64 unit tests, for scenario 80 to run on an arm64 kernel (under
+# qemu-user on the build machine MADV_WIPEONFORK is not emulated).
+mkdir -p "$tree/usr/local/libexec/lockroot-unit"
+n=0
+for t in "$DEBS"/lockroot/obj-aarch64-linux-gnu/tests/test-*; do
+	[ -f "$t" ] && [ -x "$t" ] || continue
+	case ${t##*/} in test-backend-*) continue ;; esac
+	install -m 755 "$t" "$tree/usr/local/libexec/lockroot-unit/"
+	n=$((n + 1))
+done
+[ $n -ge 9 ] || { echo "build-arm64: only $n arm64 unit tests in the package build" >&2; exit 1; }
 # Only the cloud kernel on this disk (the kernel hooks built its initramfs).
 chroot "$tree" dpkg --purge linux-image-arm64 "linux-image-$KVER" >"$W/purge.log" 2>&1 \
 	|| { cat "$W/purge.log" >&2; exit 1; }
