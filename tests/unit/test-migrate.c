@@ -18,16 +18,9 @@ static char tmp[] = "/tmp/lockroot-migrate-XXXXXX";
 static void put(const char *name, const char *text)
 {
 	char p[512];
-	FILE *f;
 
 	snprintf(p, sizeof(p), "%s/%s", tmp, name);
-	f = fopen(p, "w");
-	if (!f) {
-		perror(p);
-		exit(1);
-	}
-	fputs(text, f);
-	fclose(f);
+	check_put_file(tmp, p, text);
 }
 
 static char *get(const char *name)
