@@ -510,13 +510,41 @@ struct luks_view {
 
 /* Is every chunk encrypted but the metadata still that of a reencryption? Exactly: the one
  * non-backup segment is "0", the same crypt segment as backup-final. */
+static bool json_array_has(struct json_object *arr, const char *s)
+{
+	for (size_t i = 0; arr && i < json_object_array_length(arr); i++)
+		if (strcmp(json_object_get_string(json_object_array_get_idx(arr, i)), s) == 0)
+			return true;
+	return false;
+}
+
+/* The digest that covers segment id. */
+static struct json_object *digest_for_segment(struct json_object *root, const char *id)
+{
+	struct json_object *digests = json_section(root, "digests");
+
+	if (!digests)
+		return NULL;
+	json_object_object_foreach(digests, key, d) {
+		(void)key;
+		if (json_array_has(json_object_object_get(d, "segments"), id))
+			return d;
+	}
+	return NULL;
+}
+
 static bool stuck_final(struct json_object *root)
 {
 	struct json_object *segs = json_section(root, "segments"), *seg0 = NULL, *fin;
+	const char *fin_id = NULL;
 	int plain = 0;
 
-	fin = segment_flagged(root, "backup-final", NULL);
-	if (!segs || !fin)
+	fin = segment_flagged(root, "backup-final", &fin_id);
+	if (!segs || !fin || !fin_id)
+		return false;
+	/* Segment 0 under the final volume key: a re-encryption to a new key (same cipher) at
+	 * its start has the same segments, under the old key. */
+	if (digest_for_segment(root, "0") != digest_for_segment(root, fin_id))
 		return false;
 	json_object_object_foreach(segs, key, seg) {
 		if (json_object_object_get_ex(seg, "flags", NULL) && json_object_array_length(
@@ -1277,29 +1305,6 @@ static int digest_verify(struct json_object *digest, const struct lr_secret *vk)
 			      got) != 1)
 		return -EIO;
 	return CRYPTO_memcmp(got, want, want_len) == 0 ? 0 : -EPERM;
-}
-
-static bool json_array_has(struct json_object *arr, const char *s)
-{
-	for (size_t i = 0; arr && i < json_object_array_length(arr); i++)
-		if (strcmp(json_object_get_string(json_object_array_get_idx(arr, i)), s) == 0)
-			return true;
-	return false;
-}
-
-/* The digest that covers segment id. */
-static struct json_object *digest_for_segment(struct json_object *root, const char *id)
-{
-	struct json_object *digests = json_section(root, "digests");
-
-	if (!digests)
-		return NULL;
-	json_object_object_foreach(digests, key, d) {
-		(void)key;
-		if (json_array_has(json_object_object_get(d, "segments"), id))
-			return d;
-	}
-	return NULL;
 }
 
 static struct json_object *string_array_filtered(struct json_object *arr, struct json_object *keep,

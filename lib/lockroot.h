@@ -75,6 +75,10 @@ struct lr_format_params {
 					     * (O_EXCL, 0600); device is then only the data device
 					     * and is not written */
 	uint64_t data_offset;               /* bytes, multiple of 4096; 0: libcryptsetup's default */
+	bool provisioning;                  /* no HSM (hsm NULL): passphrase is a random one-time
+					     * provisioning key (lockroot image), its keyslot gets the
+					     * minimal PBKDF and a "lockroot-provision" token; no
+					     * recovery keyslot */
 };
 /* Create a new LUKS2 volume whose first keyslot is HSM-locked. Destroys what is on device
  * (or, with header, creates that file and leaves device alone). */

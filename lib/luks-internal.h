@@ -10,6 +10,7 @@
 
 /* Marks a recovery keyslot: a token without secrets that only names the keyslot. */
 #define LR_RECOVERY_TOKEN_TYPE "lockroot-recovery"
+#define LR_PROVISION_TOKEN_TYPE "lockroot-provision"
 
 static inline void crypt_freep(struct crypt_device **cd)
 {
@@ -38,3 +39,6 @@ static inline void fingerprint_donep(struct lr_fingerprint *fp)
 int lr_count_active_keyslots(struct crypt_device *cd);
 /* crypt_init() with libcryptsetup's messages routed to lockroot's log hook. */
 int lr_crypt_init(const char *device, struct crypt_device **cd);
+/* The PBKDF of an HSM keyslot (its key is random: the cheapest PBKDF2) and of a recovery keyslot. */
+int lr_set_pbkdf_minimal(struct crypt_device *cd);
+int lr_set_pbkdf_recovery(struct crypt_device *cd, const struct lr_pbkdf_cost *c);

@@ -191,7 +191,7 @@ static int has_free_token(struct crypt_device *cd)
 	return 0;
 }
 
-static int set_pbkdf_minimal(struct crypt_device *cd)
+int lr_set_pbkdf_minimal(struct crypt_device *cd)
 {
 	/* The user key is 256 random bits: stretching it buys nothing, so the cheapest
 	 * PBKDF2 libcryptsetup accepts keeps unlocking fast and memory-free on a small board. */
@@ -205,7 +205,7 @@ static int set_pbkdf_minimal(struct crypt_device *cd)
 	return crypt_set_pbkdf_type(cd, &pbkdf);
 }
 
-static int set_pbkdf_recovery(struct crypt_device *cd, const struct lr_pbkdf_cost *c)
+int lr_set_pbkdf_recovery(struct crypt_device *cd, const struct lr_pbkdf_cost *c)
 {
 	struct crypt_pbkdf_type pbkdf = {
 		.type = CRYPT_KDF_ARGON2ID,
@@ -441,7 +441,7 @@ static int add_recovery(struct crypt_device *cd, const struct lr_pbkdf_cost *cos
 	}
 	if (r < 0)
 		return r;
-	r = set_pbkdf_recovery(cd, cost);
+	r = lr_set_pbkdf_recovery(cd, cost);
 	if (r < 0)
 		return lr_error_code(r, "cannot set the recovery key's PBKDF: %s", strerror(-r));
 	if (vk)
@@ -504,7 +504,7 @@ int lr_enroll(const struct lr_enroll_params *p, struct lr_enroll_result *res)
 	if (r < 0)
 		goto out;
 	/* Header writes start here: keyslot, then the token that points at it. */
-	r = set_pbkdf_minimal(cd);
+	r = lr_set_pbkdf_minimal(cd);
 	if (r < 0)
 		goto out;
 	slot = crypt_keyslot_add_by_passphrase(cd, CRYPT_ANY_SLOT, (const char *)p->passphrase->data,
@@ -586,19 +586,36 @@ static int format_keyslots(struct crypt_device *cd, const struct lr_format_param
 	r = crypt_volume_key_get(cd, CRYPT_ANY_SLOT, (char *)vk->data, &vk->len, NULL, 0);
 	if (r < 0)
 		return lr_error_code(r, "cannot read the new volume key: %s", strerror(-r));
-	r = set_pbkdf_minimal(cd);
+	r = lr_set_pbkdf_minimal(cd);
 	if (r < 0)
 		return r;
-	slot = crypt_keyslot_add_by_volume_key(cd, CRYPT_ANY_SLOT, (const char *)vk->data, vk->len,
-					       (const char *)l->passphrase->data, l->passphrase->len);
-	if (slot < 0)
-		return lr_error_code(slot, "cannot add the HSM keyslot: %s", strerror(-slot));
-	r = add_token(cd, &l->token, slot);
-	if (r < 0)
-		return r;
-	res->keyslot = slot;
-	res->token = r;
-	res->bind_mask = l->token.bind_mask;
+	if (l->passphrase) {
+		slot = crypt_keyslot_add_by_volume_key(cd, CRYPT_ANY_SLOT, (const char *)vk->data, vk->len,
+						       (const char *)l->passphrase->data, l->passphrase->len);
+		if (slot < 0)
+			return lr_error_code(slot, "cannot add the HSM keyslot: %s", strerror(-slot));
+		r = add_token(cd, &l->token, slot);
+		if (r < 0)
+			return r;
+		res->keyslot = slot;
+		res->token = r;
+		res->bind_mask = l->token.bind_mask;
+	}
+	if (p->provisioning) {
+		char json[128];
+
+		/* random key: the minimal PBKDF set above, as for the HSM keyslot */
+		slot = crypt_keyslot_add_by_volume_key(cd, CRYPT_ANY_SLOT, (const char *)vk->data, vk->len,
+						       (const char *)p->passphrase->data, p->passphrase->len);
+		if (slot < 0)
+			return lr_error_code(slot, "cannot add the provisioning keyslot: %s", strerror(-slot));
+		snprintf(json, sizeof(json), "{\"type\":\"%s\",\"keyslots\":[\"%d\"]}", LR_PROVISION_TOKEN_TYPE, slot);
+		r = crypt_token_json_set(cd, CRYPT_ANY_TOKEN, json);
+		if (r < 0)
+			return lr_error_code(r, "cannot mark the provisioning keyslot: %s", strerror(-r));
+		res->keyslot = slot;
+		return 0;
+	}
 	if (p->recovery_key) {
 		r = add_recovery(cd, &p->recovery_cost, vk, NULL, p->recovery_key_value, res);
 		if (r < 0)
@@ -670,9 +687,13 @@ int lr_format(const struct lr_format_params *p, struct lr_enroll_result *res)
 		if (r < 0)
 			return r;
 	}
-	r = lock_and_prove(p->device, p->hsm, p->bind_mask, p->bind_default, &l);
-	if (r < 0)
-		goto out;
+	if (p->provisioning ? !p->passphrase || p->hsm : !p->hsm)
+		return lr_error_code(-EINVAL, "a volume needs an HSM, or a provisioning key and no HSM");
+	if (p->hsm) {
+		r = lock_and_prove(p->device, p->hsm, p->bind_mask, p->bind_default, &l);
+		if (r < 0)
+			goto out;
+	}
 	r = format_init(p, &cd, &created);
 	if (r < 0)
 		goto out;

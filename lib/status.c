@@ -61,6 +61,8 @@ static const char *keyslot_use(struct crypt_device *cd, int slot)
 			return "hsm";
 		if (strcmp(type, LR_RECOVERY_TOKEN_TYPE) == 0)
 			return "recovery";
+		if (strcmp(type, LR_PROVISION_TOKEN_TYPE) == 0)
+			return "provisioning";
 		return "token";
 	}
 	return "passphrase";

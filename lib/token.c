@@ -24,7 +24,9 @@ static int parse_keyslot(struct json_object *root, struct lr_token *t)
 
 	if (!json_object_object_get_ex(root, "keyslots", &ks) || !json_object_is_type(ks, json_type_array))
 		return bad("\"keyslots\"", "is missing");
-	if (json_object_array_length(ks) != 1)
+	/* Two while the volume is re-encrypted to a new volume key (lockroot image
+	 * --unique-volume-key): the same key opens one keyslot for each volume key. */
+	if (json_object_array_length(ks) != 1 && json_object_array_length(ks) != 2)
 		return bad("\"keyslots\"", "must name exactly one keyslot");
 	k = json_object_array_get_idx(ks, 0);
 	if (!json_object_is_type(k, json_type_string))

@@ -126,7 +126,11 @@ static int try_token(struct crypt_device *cd, const struct lr_unlock_params *p, 
 		flags |= CRYPT_ACTIVATE_READONLY;
 	if (p->discard)
 		flags |= CRYPT_ACTIVATE_ALLOW_DISCARDS;
-	r = crypt_activate_by_passphrase(cd, p->name, slot, (const char *)pass->data, pass->len, flags);
+	/* During a re-encryption the key opens a keyslot of each volume key: libcryptsetup
+	 * picks them when no keyslot is named. */
+	r = crypt_activate_by_passphrase(cd, p->name,
+					 crypt_reencrypt_status(cd, NULL) != CRYPT_REENCRYPT_NONE ? CRYPT_ANY_SLOT : slot,
+					 (const char *)pass->data, pass->len, flags);
 	if (r == -EPERM)
 		return lr_error_code(-EKEYREJECTED, "the key from token %d does not open keyslot %d of %s "
 				     "(the keyslot was changed?)", id, slot, p->device);
@@ -136,7 +140,7 @@ static int try_token(struct crypt_device *cd, const struct lr_unlock_params *p, 
 		*out = pass;
 		pass = NULL;
 	}
-	return slot;
+	return r;
 }
 
 int lr_unlock(const struct lr_unlock_params *p, struct lr_secret **passphrase)

@@ -59,6 +59,8 @@ int cmd_keygen(int argc, char **argv);
 int cmd_setup_boot(int argc, char **argv);
 int cmd_migrate(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
+int cmd_image(int argc, char **argv);
+int cmd_provision(int argc, char **argv);
 /* lockroot convert --via DEV ... (src/cmd-convert-via.c): argc/argv as for cmd_convert; also
  * --via-finish (lockroot-convert-via.service) and --via-status. */
 int convert_via(int argc, char **argv);
@@ -115,6 +117,10 @@ int cli_hsm_wait(const char *what, uint32_t timeout_s, int (*attempt)(void *user
  * system at root (chroot unless "/"); check every ROOT/boot/initrd.img-* lists each of want
  * (substrings of lsinitramfs lines). -errno, logged. */
 int cli_initramfs_rebuild(const char *root, const char *cmd);
+/* cmd-convert.c: PARTUUID=, UUID=, LABEL= or a path, to the device node that has it now. */
+int cli_resolve_spec(const char *spec, char *out, size_t len);
+/* Remove every word starting with key from a command line (in place). */
+void cli_drop_word(char *line, const char *key);
 int cli_initramfs_verify(const char *root, const char *const *want, size_t n_want);
 /* Each planned boot file change: "change PATH (original kept ...)" and its -/+ lines. */
 struct lr_bootcfg_change;

@@ -316,19 +316,28 @@ static int partuuid_of(const char *dev, char *out, size_t len)
 	return r;
 }
 
-/* PARTUUID=x or a path to a device node (or, in tests, a file or directory) that exists now. */
-static int resolve_spec(const char *spec, char *out, size_t len)
+/* PARTUUID=x, UUID=x, LABEL=x or a path to a device node (or, in tests, a file or directory)
+ * that exists now. */
+int cli_resolve_spec(const char *spec, char *out, size_t len)
 {
-	if (strncmp(spec, "PARTUUID=", 9) == 0) {
-		char link[PATH_MAX], uuid_arg[128];
-		char *argv[] = { (char *)"blkid", (char *)"-l", (char *)"-o", (char *)"device", (char *)"-t",
-				 uuid_arg, NULL };
+	static const struct { const char *key, *dir; } kinds[] = {
+		{ "PARTUUID=", "/dev/disk/by-partuuid/" }, { "UUID=", "/dev/disk/by-uuid/" },
+		{ "LABEL=", "/dev/disk/by-label/" },
+	};
 
-		rpath(link, sizeof(link), "/dev/disk/by-partuuid/");
-		snprintf(link + strlen(link), sizeof(link) - strlen(link), "%s", spec + 9);
+	for (size_t i = 0; i < LR_ELEMENTSOF(kinds); i++) {
+		size_t k = strlen(kinds[i].key);
+		char link[PATH_MAX], spec_arg[160];
+		char *argv[] = { (char *)"blkid", (char *)"-l", (char *)"-o", (char *)"device", (char *)"-t",
+				 spec_arg, NULL };
+
+		if (strncmp(spec, kinds[i].key, k))
+			continue;
+		rpath(link, sizeof(link), kinds[i].dir);
+		snprintf(link + strlen(link), sizeof(link) - strlen(link), "%s", spec + k);
 		if (access(link, F_OK) == 0 && realpath(link, out) && strlen(out) < len)
 			return 0;
-		snprintf(uuid_arg, sizeof(uuid_arg), "%s", spec);
+		snprintf(spec_arg, sizeof(spec_arg), "%s", spec);
 		return capture(argv, "/", out + 1, len - 1) == 0 ? (out[0] = '/', 0) : -ENOENT;
 	}
 	if (access(spec, F_OK) < 0)
@@ -720,7 +729,7 @@ static const char *boot_initramfs(const struct convert *c)
 }
 
 /* Remove every word starting with key from a command line (in place). */
-static void drop_word(char *line, const char *key)
+void cli_drop_word(char *line, const char *key)
 {
 	char *w = line;
 
@@ -760,7 +769,7 @@ static int plan_boot(struct convert *c)
 
 		if (strcmp(ch->path, c->boot.cmdline_path))
 			continue;
-		drop_word(ch->new_text, CMDLINE_KEY);
+		cli_drop_word(ch->new_text, CMDLINE_KEY);
 		n = strcspn(ch->new_text, "\n");
 		if (asprintf(&text, "%.*s " CMDLINE_KEY "PARTUUID=%s,PARTUUID=%s%s", (int)n, ch->new_text,
 			     c->root_partuuid, c->boot_partuuid, ch->new_text + n) < 0)
@@ -1089,8 +1098,8 @@ static int boot_wait_devices(struct boot_step *b, uint32_t timeout_s)
 	bool said = false;
 
 	for (;;) {
-		bool root_ok = resolve_spec(b->root_spec, b->dev, sizeof(b->dev)) == 0;
-		bool boot_ok = resolve_spec(b->boot_spec, b->boot_dev, sizeof(b->boot_dev)) == 0;
+		bool root_ok = cli_resolve_spec(b->root_spec, b->dev, sizeof(b->dev)) == 0;
+		bool boot_ok = cli_resolve_spec(b->boot_spec, b->boot_dev, sizeof(b->boot_dev)) == 0;
 
 		if (root_ok && boot_ok)
 			return 0;
@@ -1363,7 +1372,7 @@ static int boot_dir_for(struct json_object *st, char *dir, size_t len, bool *mou
 	}
 	lr_bootcfg_info_done(&info);
 	snprintf(spec, sizeof(spec), "PARTUUID=%s", jstr(st, "boot_partuuid"));
-	if (resolve_spec(spec, dev, sizeof(dev)) < 0)
+	if (cli_resolve_spec(spec, dev, sizeof(dev)) < 0)
 		return lr_error_code(-ENOENT, "the boot partition %s is not there", spec);
 	mkdir("/run/lockroot", 0700);
 	mkdir(BOOT_MNT, 0700);
@@ -1407,7 +1416,7 @@ static int cleanup_boot(struct json_object *st)
 	unlink(path);
 	path_in(path, sizeof(path), dir, *jstr(st, "cmdline_file") ? jstr(st, "cmdline_file") : "cmdline.txt");
 	if (r == 0 && lr_read_file(path, 1 << 20, &text, NULL) == 0 && strstr(text, CMDLINE_KEY)) {
-		drop_word(text, CMDLINE_KEY);
+		cli_drop_word(text, CMDLINE_KEY);
 		r = lr_write_file_atomic(path, text, strlen(text), 0644);
 	}
 	sync();
@@ -1502,6 +1511,18 @@ static int resume(void)
 		return r;
 	if (phase_is(st, "done"))
 		goto out;
+	/* lockroot image --unique-volume-key names the partition by PARTUUID: the device node
+	 * is the unit's own (mmcblk0p2, sda2, ...). */
+	if (strchr(jstr(st, "device"), '=')) {
+		char dev[PATH_MAX];
+
+		r = cli_resolve_spec(jstr(st, "device"), dev, sizeof(dev));
+		if (r < 0) {
+			r = lr_error_code(r, "%s is not there", jstr(st, "device"));
+			goto out;
+		}
+		set_str(st, "device", dev);
+	}
 	r = lr_rootdev_find(&rd);
 	if (r < 0)
 		goto out;

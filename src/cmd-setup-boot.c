@@ -285,6 +285,7 @@ static int run_initramfs(const struct setup *s)
 int cli_initramfs_verify(const char *root, const char *const *want, size_t n_want)
 {
 	_cleanup_free_ char *pattern = NULL;
+	bool chroot_tool = false;
 	glob_t g = { 0 };
 	int r = 0;
 
@@ -292,12 +293,22 @@ int cli_initramfs_verify(const char *root, const char *const *want, size_t n_wan
 		return -ENOMEM;
 	if (glob(pattern, 0, NULL, &g) != 0)
 		return lr_error_code(-ENOENT, "no initramfs found (%s)", pattern);
+	if (strcmp(root, "/")) {
+		_cleanup_free_ char *tool = NULL;
+
+		chroot_tool = asprintf(&tool, "%s/usr/bin/lsinitramfs", root) > 0 && access(tool, X_OK) == 0;
+	}
 	for (size_t i = 0; i < g.gl_pathc && r == 0; i++) {
-		char cmd[PATH_MAX + 64], line[512];
+		char cmd[2 * PATH_MAX + 64], line[512];
 		bool found[16] = { 0 };
 		FILE *f;
 
-		snprintf(cmd, sizeof(cmd), "lsinitramfs '%s' 2>/dev/null", g.gl_pathv[i]);
+		/* another system's root (an image): its own lsinitramfs, which knows its compressors */
+		if (strcmp(root, "/") && chroot_tool)
+			snprintf(cmd, sizeof(cmd), "chroot '%s' lsinitramfs '%s' 2>/dev/null", root,
+				 g.gl_pathv[i] + strlen(root));
+		else
+			snprintf(cmd, sizeof(cmd), "lsinitramfs '%s' 2>/dev/null", g.gl_pathv[i]);
 		f = popen(cmd, "r");
 		while (f && fgets(line, sizeof(line), f))
 			for (size_t k = 0; k < n_want && k < LR_ELEMENTSOF(found); k++)

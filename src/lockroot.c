@@ -21,6 +21,8 @@ static const struct {
 	{ "setup-boot", cmd_setup_boot, "unlock an encrypted root at boot through the HSM" },
 	{ "migrate", cmd_migrate, "move the running root to an encrypted external drive" },
 	{ "convert", cmd_convert, "encrypt the running root in place" },
+	{ "image", cmd_image, "encrypt a disk image once for a fleet of units" },
+	{ "provision", cmd_provision, "give a unit made from a fleet image its own key (first boot)" },
 };
 
 static void usage(FILE *f)
