@@ -73,6 +73,7 @@ static void help(void)
 	       "  --key-out FILE         write the provisioning key to FILE instead of the boot partition\n"
 	       "                         (put it on the record device as %s)\n"
 	       "  --name NAME            /dev/mapper/NAME of the root (default cryptroot)\n"
+	       "  --recovery-pbkdf-memory KIB, --recovery-pbkdf-iterations N   the units' recovery keyslots\n"
 	       "  --dry-run              print the plan, write nothing\n"
 	       "  -y, --yes              do not ask before writing\n"
 	       "  --json                 JSON events on stdout (plan, progress, ready)\n",
@@ -80,7 +81,7 @@ static void help(void)
 }
 
 enum { OPT_ROOT_PART = 256, OPT_BOOT_PART, OPT_CIPHER, OPT_UNIQUE, OPT_HSM, OPT_BIND, OPT_PCRS, OPT_PIN_FILE,
-       OPT_RECORD, OPT_KEY_OUT, OPT_NAME, OPT_DRY_RUN, OPT_JSON };
+       OPT_RECORD, OPT_KEY_OUT, OPT_NAME, OPT_DRY_RUN, OPT_JSON, OPT_RMEM, OPT_RITER };
 
 static const struct option options[] = {
 	{ "output", required_argument, NULL, 'o' },
@@ -95,6 +96,8 @@ static const struct option options[] = {
 	{ "record", required_argument, NULL, OPT_RECORD },
 	{ "key-out", required_argument, NULL, OPT_KEY_OUT },
 	{ "name", required_argument, NULL, OPT_NAME },
+	{ "recovery-pbkdf-memory", required_argument, NULL, OPT_RMEM },
+	{ "recovery-pbkdf-iterations", required_argument, NULL, OPT_RITER },
 	{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
 	{ "json", no_argument, NULL, OPT_JSON },
 	{ "yes", no_argument, NULL, 'y' },
@@ -104,7 +107,7 @@ static const struct option options[] = {
 
 struct image {
 	const char *in, *out, *cipher, *hsm, *bind, *pcrs, *pin_file, *record, *key_out, *name;
-	uint32_t root_part, boot_part;
+	uint32_t root_part, boot_part, rmem, riter;
 	bool unique, dry_run, yes;
 	/* found */
 	struct lr_disk_info disk;
@@ -517,6 +520,10 @@ static int configure(struct image *im, const char *boot_dir)
 	json_object_object_add(o, "record", json_object_new_string(im->record));
 	json_object_object_add(o, "unique_volume_key", json_object_new_boolean(im->unique));
 	json_object_object_add(o, "name", json_object_new_string(im->name));
+	if (im->riter)
+		json_object_object_add(o, "recovery_pbkdf_iterations", json_object_new_int((int)im->riter));
+	if (im->rmem)
+		json_object_object_add(o, "recovery_pbkdf_memory", json_object_new_int((int)im->rmem));
 	path_join(path, sizeof(path), boot_dir, LR_PROVISION_CONF_FILE);
 	r = write_json(path, o, 0644);
 	if (r < 0)
@@ -776,6 +783,14 @@ int cmd_image(int argc, char **argv)
 		case OPT_RECORD: im.record = optarg; break;
 		case OPT_KEY_OUT: im.key_out = optarg; break;
 		case OPT_NAME: im.name = optarg; break;
+		case OPT_RMEM:
+			if ((r = cli_parse_uint("image", "--recovery-pbkdf-memory", optarg, &im.rmem)))
+				return r;
+			break;
+		case OPT_RITER:
+			if ((r = cli_parse_uint("image", "--recovery-pbkdf-iterations", optarg, &im.riter)))
+				return r;
+			break;
 		case OPT_DRY_RUN: im.dry_run = true; break;
 		case OPT_JSON: cli.json = true; break;
 		case 'y': im.yes = true; break;

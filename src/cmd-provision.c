@@ -75,6 +75,7 @@ struct settings {
 
 static int run(const char *device, const struct settings *s, const struct lr_secret *key, uint32_t timeout_s,
 	       struct lr_provision_result *res);
+static uint64_t now_ms(void);
 
 struct attempt {
 	struct lr_provision_params *p;
@@ -108,7 +109,22 @@ static int run(const char *device, const struct settings *s, const struct lr_sec
 	}
 	p.hsm = &hsm;
 	cli_load_tpm_drivers();
-	r = timeout_s ? cli_hsm_wait(device, timeout_s, try_provision, &a) : lr_provision(&p, res);
+	if (timeout_s && strcmp(s->hsm, "tpm2") == 0) {
+		/* the TPM's driver may still be probing: wait for its device, then provision with the
+		 * steps shown as they happen (cli_hsm_wait() holds messages back until the end) */
+		uint64_t end = now_ms() + (uint64_t)timeout_s * 1000;
+		bool said = false;
+
+		while (access("/dev/tpmrm0", F_OK) < 0 && access("/dev/tpm0", F_OK) < 0 && now_ms() < end) {
+			if (!said)
+				SAY("waiting for the TPM (up to %u s)\n", timeout_s);
+			said = true;
+			usleep(250000);
+		}
+		r = lr_provision(&p, res);
+	} else {
+		r = timeout_s ? cli_hsm_wait(device, timeout_s, try_provision, &a) : lr_provision(&p, res);
+	}
 out:
 	lr_hsm_done(&hsm);
 	lr_secret_free(pin);
