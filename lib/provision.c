@@ -27,6 +27,7 @@ const char *lr_provision_state_name(enum lr_provision_state s)
 	case LR_PROVISION_NONE: return "none";
 	case LR_PROVISION_PENDING: return "pending";
 	case LR_PROVISION_REKEY: return "rekey";
+	case LR_PROVISION_REKEYING: return "rekeying";
 	case LR_PROVISION_CLEANUP: return "cleanup";
 	}
 	return "?";
@@ -68,6 +69,27 @@ static bool token_flag(struct json_object *tok, const char *key)
 	return tok && json_object_object_get_ex(tok, key, &v) && json_object_get_boolean(v);
 }
 
+/* The "digest" of the volume key when the header has exactly one: it names the volume key. */
+static bool single_digest(struct crypt_device *cd, char *out, size_t len)
+{
+	_cleanup_json_ struct json_object *root = NULL;
+	struct json_object *digests, *d, *v;
+	const char *json;
+
+	if (crypt_dump_json(cd, &json, 0) < 0 || !(root = json_tokener_parse(json)) ||
+	    !json_object_object_get_ex(root, "digests", &digests) || json_object_object_length(digests) != 1)
+		return false;
+	{
+		struct json_object_iterator it = json_object_iter_begin(digests);
+
+		d = json_object_iter_peek_value(&it);
+	}
+	if (!json_object_object_get_ex(d, "digest", &v) || !json_object_is_type(v, json_type_string))
+		return false;
+	snprintf(out, len, "%s", json_object_get_string(v));
+	return true;
+}
+
 static int examine_cd(struct crypt_device *cd, enum lr_provision_state *state, int *keyslot, int *token)
 {
 	_cleanup_json_ struct json_object *tok = NULL;
@@ -83,8 +105,17 @@ static int examine_cd(struct crypt_device *cd, enum lr_provision_state *state, i
 	if (slot >= 0 && crypt_keyslot_status(cd, slot) >= CRYPT_SLOT_ACTIVE) {
 		*state = LR_PROVISION_PENDING;
 		*keyslot = slot;
-	} else if (token_flag(tok, "unique_volume_key") && crypt_reencrypt_status(cd, NULL) == CRYPT_REENCRYPT_NONE) {
-		*state = LR_PROVISION_REKEY;
+	} else if (crypt_reencrypt_status(cd, NULL) != CRYPT_REENCRYPT_NONE) {
+		/* libcryptsetup refuses token changes now: the token goes when it is finished */
+		*state = LR_PROVISION_REKEYING;
+	} else if (token_flag(tok, "unique_volume_key")) {
+		/* re-keyed once the volume key is no longer the one noted before the re-key began */
+		struct json_object *v;
+		const char *old = json_object_object_get_ex(tok, "old_digest", &v) ? json_object_get_string(v) : NULL;
+		char now[256];
+
+		*state = old && single_digest(cd, now, sizeof(now)) && strcmp(now, old) ? LR_PROVISION_CLEANUP :
+			 LR_PROVISION_REKEY;
 	} else {
 		*state = LR_PROVISION_CLEANUP;
 	}
@@ -272,7 +303,7 @@ static int pending(const struct lr_provision_params *p, int pslot, int ptoken, s
 	int r;
 
 	if (!p->key)
-		return lr_error_code(-ENOKEY, "%s waits for provisioning, but the provisioning key (%s) was not found",
+		return lr_error_code(-EPERM, "%s waits for provisioning, but the provisioning key (%s) was not found",
 				     p->device, LR_PROVISION_KEY_FILE);
 	r = lr_luks2_load(p->device, true, &cd);
 	if (r < 0)
@@ -309,6 +340,38 @@ static int keyslot_of(struct crypt_device *cd, const struct lr_secret *pass)
 	int r = crypt_activate_by_passphrase(cd, NULL, CRYPT_ANY_SLOT, (const char *)pass->data, pass->len, 0);
 
 	return r == -ENOENT ? -EPERM : r;
+}
+
+/* Before the re-key starts: the provisioning token notes which volume key is the old one (the
+ * header alone then tells whether the re-key is to do or done; tokens cannot change while
+ * libcryptsetup re-encrypts). */
+static int note_old_digest(struct crypt_device *cd)
+{
+	_cleanup_json_ struct json_object *tok = NULL;
+	_cleanup_json_ struct json_object *root = NULL;
+	struct json_object *digests, *seg0 = NULL;
+	const char *json;
+	int id = find_token(cd, LR_PROVISION_TOKEN_TYPE, &tok), r;
+
+	if (id < 0 || !tok)
+		return 0;
+	/* the digest of segment 0 (the data), with the new key's unbound digest beside it now */
+	if (crypt_dump_json(cd, &json, 0) < 0 || !(root = json_tokener_parse(json)) ||
+	    !json_object_object_get_ex(root, "digests", &digests))
+		return lr_error_code(-EINVAL, "cannot read the header's digests");
+	json_object_object_foreach(digests, key, d) {
+		struct json_object *segs;
+
+		(void)key;
+		if (json_object_object_get_ex(d, "segments", &segs) && json_object_array_length(segs) > 0 &&
+		    strcmp(json_object_get_string(json_object_array_get_idx(segs, 0)), "0") == 0)
+			seg0 = json_object_object_get(d, "digest");
+	}
+	if (!seg0)
+		return lr_error_code(-EINVAL, "the header has no digest for its data segment");
+	json_object_object_add(tok, "old_digest", json_object_get(seg0));
+	r = crypt_token_json_set(cd, id, json_object_to_json_string_ext(tok, JSON_C_TO_STRING_PLAIN));
+	return r < 0 ? lr_error_code(r, "cannot update the provisioning token: %s", strerror(-r)) : 0;
 }
 
 /* Step 5: new volume key, HSM and recovery passphrases for it, re-encryption initialised. */
@@ -381,6 +444,9 @@ static int rekey(const struct lr_provision_params *p, const struct lr_secret *re
 		return lr_error_code(r, "cannot assign token %d to keyslot %d: %s", htok, hnew, strerror(-r));
 	if (rtok >= 0 && (r = crypt_token_assign_keyslot(cd, rtok, rnew)) < 0)
 		return lr_error_code(r, "cannot assign token %d to keyslot %d: %s", rtok, rnew, strerror(-r));
+	r = note_old_digest(cd);
+	if (r < 0)
+		return r;
 	r = lr_set_pbkdf_minimal(cd);
 	if (r < 0)
 		return r;
@@ -438,11 +504,11 @@ int lr_provision(const struct lr_provision_params *p, struct lr_provision_result
 			break;
 		case LR_PROVISION_REKEY:
 			r = rekey(p, recovery, res->record_path);
-			if (r == 0) {
+			if (r == 0)
 				res->rekey_started = true;
-				r = cleanup(p->device);
-			}
 			break;
+		case LR_PROVISION_REKEYING:
+			return 0;
 		case LR_PROVISION_CLEANUP:
 			r = cleanup(p->device);
 			break;
@@ -468,4 +534,15 @@ int lr_provision_mark(const char *device, bool unique_volume_key)
 	json_object_object_add(tok, "unique_volume_key", json_object_new_boolean(unique_volume_key));
 	r = crypt_token_json_set(cd, id, json_object_to_json_string_ext(tok, JSON_C_TO_STRING_PLAIN));
 	return r < 0 ? lr_error_code(r, "cannot update the provisioning token: %s", strerror(-r)) : 0;
+}
+
+int lr_provision_finish(const char *device)
+{
+	enum lr_provision_state st;
+	int r, slot;
+
+	r = lr_provision_examine(device, &st, &slot);
+	if (r < 0 || st != LR_PROVISION_CLEANUP)
+		return r;
+	return cleanup(device);
 }

@@ -14,7 +14,8 @@
  *   5. with unique_volume_key: adds the HSM and recovery passphrases for a new random volume
  *      key (unbound keyslots, assigned to the same tokens) and initialises libcryptsetup's
  *      re-encryption to it; the data is re-encrypted online later (lr_convert_run);
- *   6. removes the provisioning token.
+ *   6. removes the provisioning token; after a re-key, once the re-encryption is finished
+ *      (libcryptsetup refuses token changes while it runs): lr_provision_finish().
  * State is read from the header alone, so a power cut at any point is resumed by the next call:
  * until step 4 the provisioning keyslot is there (the unit boots with the provisioning key, and
  * the next boot provisions again: a new record replaces the old one); from step 4 on the HSM
@@ -35,6 +36,7 @@ enum lr_provision_state {
 	LR_PROVISION_NONE,     /* no provisioning token: provisioned (or never made by lockroot image) */
 	LR_PROVISION_PENDING,  /* the provisioning keyslot is there */
 	LR_PROVISION_REKEY,    /* provisioned; the new volume key is still to be set up */
+	LR_PROVISION_REKEYING, /* provisioned; the data is being re-encrypted to the new volume key */
 	LR_PROVISION_CLEANUP,  /* provisioned; only the provisioning token is left */
 };
 const char *lr_provision_state_name(enum lr_provision_state s);
@@ -68,3 +70,6 @@ int lr_provision_record_path(const char *device, const char *dir, char *out, siz
 /* lockroot image: record in the provisioning token of device (a volume or a header file)
  * whether the first boot re-keys the volume. */
 int lr_provision_mark(const char *device, bool unique_volume_key);
+
+/* After the online re-encryption: the provisioning token goes (nothing when it is not due). */
+int lr_provision_finish(const char *device);

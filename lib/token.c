@@ -27,16 +27,18 @@ static int parse_keyslot(struct json_object *root, struct lr_token *t)
 	/* Two while the volume is re-encrypted to a new volume key (lockroot image
 	 * --unique-volume-key): the same key opens one keyslot for each volume key. */
 	if (json_object_array_length(ks) != 1 && json_object_array_length(ks) != 2)
-		return bad("\"keyslots\"", "must name exactly one keyslot");
-	k = json_object_array_get_idx(ks, 0);
-	if (!json_object_is_type(k, json_type_string))
-		return bad("\"keyslots\"", "is not a list of strings");
-	s = json_object_get_string(k);
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno || end == s || *end || v < 0 || v > 31)
-		return bad("\"keyslots\"", "names no valid keyslot");
-	t->keyslot = (int)v;
+		return bad("\"keyslots\"", "must name one keyslot (two while re-encrypting)");
+	for (size_t i = json_object_array_length(ks); i-- > 0;) {
+		k = json_object_array_get_idx(ks, i);
+		if (!json_object_is_type(k, json_type_string))
+			return bad("\"keyslots\"", "is not a list of strings");
+		s = json_object_get_string(k);
+		errno = 0;
+		v = strtol(s, &end, 10);
+		if (errno || end == s || *end || v < 0 || v > 31)
+			return bad("\"keyslots\"", "names no valid keyslot");
+		t->keyslot = (int)v; /* the first */
+	}
 	return 0;
 }
 

@@ -304,10 +304,20 @@ int cli_enable_unit(const char *root, const char *unit)
 	char path[PATH_MAX], target[PATH_MAX], dir[PATH_MAX];
 	const char *r = root && strcmp(root, "/") ? root : "";
 
-	snprintf(target, sizeof(target), "%s/%s", LOCKROOT_UNIT_DIR, unit);
-	snprintf(path, sizeof(path), "%s%s", r, target);
-	if (access(path, R_OK) < 0)
+	/* another system (an image) has the unit where its package put it, not where ours is */
+	static const char *const dirs[] = { LOCKROOT_UNIT_DIR, "/usr/lib/systemd/system", "/lib/systemd/system" };
+	size_t i;
+
+	for (i = 0; i < (*r ? LR_ELEMENTSOF(dirs) : 1); i++) {
+		snprintf(target, sizeof(target), "%s/%s", dirs[i], unit);
+		snprintf(path, sizeof(path), "%s%s", r, target);
+		if (access(path, R_OK) == 0)
+			break;
+	}
+	if (i == (*r ? LR_ELEMENTSOF(dirs) : 1)) {
+		snprintf(path, sizeof(path), "%s%s/%s", r, LOCKROOT_UNIT_DIR, unit);
 		return lr_error_code(-ENOPKG, "%s is missing: install the lockroot package", path);
+	}
 	snprintf(dir, sizeof(dir), "%s" WANTS_DIR, r);
 	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
 		return lr_error_code(-errno, "cannot create %s: %s", dir, strerror(errno));

@@ -39,6 +39,7 @@
 #include "migrate.h"
 #include "partition.h"
 #include "progress.h"
+#include "provision.h"
 #include "rootdev.h"
 
 #define KEYSCRIPT "/usr/lib/lockroot/keyscript"
@@ -1436,6 +1437,10 @@ static int finish(struct json_object *st)
 	if (cli_run_ok(grow, true) < 0)
 		lr_warn("the file system on %s did not grow (resize2fs %s): it works, 32 MiB smaller", mapped, mapped);
 	r = cleanup_boot(st);
+	/* a fleet unit re-keyed after its first boot (lockroot image --unique-volume-key): the
+	 * provisioning token, which libcryptsetup kept unchanged while it re-encrypted, goes */
+	if (r == 0 && lr_provision_finish(jstr(st, "device")) < 0)
+		lr_warn("the provisioning token of %s could not be removed (lockroot status shows it)", jstr(st, "device"));
 	if (r < 0) {
 		state_phase(st, "encrypting", NULL);
 		set_str(st, "error", "encrypted; cleaning up the boot partition failed, retried at the next boot");

@@ -10,7 +10,8 @@ provisioning keyslot and key; the root comes up unattended, and again at the nex
 each header holds only the HSM and recovery keyslots (no provisioning token), the key file, the
 settings and lockroot.provision= are gone from the boot partition, each record names its unit and
 its recovery key opens that unit's disk; unit 1's disk on unit 2 is refused by unit 2's TPM and
-boots with the recovery key from unit 1's record.
+boots with the recovery key from unit 1's record; re-enrolled there with that recovery key
+(lockroot unenroll --all, lockroot enroll --key-file), it boots unattended in unit 2.
 
 A power cut during the first boot (unit 3): cut when the enrolment starts, then again after the
 record is written (before the provisioning keyslot goes). Each next boot finishes what is left:
@@ -85,8 +86,19 @@ def test():
         boot_with_recovery_key(m, recs["unit1"]["recovery_key"])
         m.wait_shell()
         root_is_crypt(m)
+        # re-provisioning: this board's HSM replaces the old one, authorised by the recovery key
+        m.sh(f"printf '%s' '{recs['unit1']['recovery_key']}' >/run/rk; lockroot unenroll {ROOT} --all && "
+             f"lockroot enroll {ROOT} --hsm tpm2 --key-file /run/rk; rm -f /run/rk", timeout=300)
         m.power_off()
-    log("unit 1's disk in unit 2: the TPM refused it, unit 1's recorded recovery key booted it")
+        m.power_on("unit1-disk-in-unit2-reenrolled")
+        boot_unattended(m)
+        m.wait_shell()
+        root_is_crypt(m)
+        m.power_off()
+    if not opens(Disk(d1), recs["unit1"]["recovery_key"]):
+        raise TestFailure("after re-enrolling, unit 1's recovery key no longer opens its disk")
+    log("unit 1's disk in unit 2: the TPM refused it, unit 1's recorded recovery key booted it; "
+        "re-enrolled with that key, it boots unattended in unit 2")
 
     # -- a power cut during provisioning: twice, then it completes --------------------------
     disk, tpm, m = unit(st, "unit3", image, record)

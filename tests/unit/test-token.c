@@ -80,7 +80,8 @@ static void test_broken(void)
 	expect_broken("\"lockroot_version\":1", "\"lockroot_version\":2", -EPROTONOSUPPORT, "newer");
 	expect_broken("\"lockroot_version\":1", "\"lockroot_version\":\"1\"", -EBADMSG, "lockroot_version");
 	expect_broken("\"lockroot_version\":1", "\"lockroot_version\":0", -EBADMSG, "lockroot_version");
-	expect_broken("[\"3\"]", "[\"3\",\"4\"]", -EBADMSG, "keyslots");
+	expect_broken("[\"3\"]", "[\"3\",\"4\",\"5\"]", -EBADMSG, "keyslots");
+	expect_broken("[\"3\"]", "[\"3\",\"x\"]", -EBADMSG, "keyslots");
 	expect_broken("[\"3\"]", "[\"x\"]", -EBADMSG, "keyslots");
 	expect_broken("[\"3\"]", "[3]", -EBADMSG, "keyslots");
 	expect_broken("[\"3\"]", "[\"99\"]", -EBADMSG, "keyslots");
