@@ -625,7 +625,8 @@ static int encrypt_root(struct image *im)
 	struct enc_progress e = { 0 };
 	struct lr_convert_info info;
 	char hdr[PATH_MAX], rec[PATH_MAX];
-	uint64_t fs_size = 0, t0;
+	uint64_t fs_size = 0;
+	struct timespec t0, t1;
 	int r;
 
 	path_join(hdr, sizeof(hdr), im->work, "template.hdr");
@@ -647,7 +648,7 @@ static int encrypt_root(struct image *im)
 	lr_convert_wipe_file(hdr);
 	if (r < 0)
 		return r;
-	t0 = (uint64_t)time(NULL);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	progress_start(&e.p, "encrypt", 0);
 	r = lr_convert_run(im->loop, NULL, im->key, enc_progress, &e);
 	progress_end(&e.p, r == 0);
@@ -658,9 +659,14 @@ static int encrypt_root(struct image *im)
 	if (r == 0 && info.state != LR_CONVERT_DONE)
 		r = lr_error_code(-EIO, "the root partition is in state %s after the encryption",
 				  lr_convert_state_name(info.state));
-	if (r == 0)
-		lr_info("encrypted %s in %llu s", size_str(info.part_size - LR_CONVERT_DATA_OFFSET, hdr, 32),
-			(unsigned long long)((uint64_t)time(NULL) - t0));
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	if (r == 0) {
+		double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+		uint64_t bytes = info.part_size - LR_CONVERT_DATA_OFFSET;
+
+		lr_info("encrypted %s in %.2f s (%.0f MiB/s)", size_str(bytes, hdr, 32), s,
+			s > 0 ? (double)bytes / (double)MiB / s : 0.0);
+	}
 	return r;
 }
 

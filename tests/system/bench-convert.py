@@ -14,29 +14,11 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from convertlib import (  # noqa: E402
     CHECKING, MiB, WRITING, WRITTEN, State, boot_plain, boot_unattended,
-    check_converting_root, convert, expect_step, fresh_tpm, log, machine, plain_disk, wait_status)
-from pifw import Disk, main, run_host  # noqa: E402
+    check_converting_root, convert, expect_step, fresh_tpm, grown_disk, log, machine, plain_disk, wait_status)
+from pifw import main  # noqa: E402
 
 GROW_MIB = int(os.environ.get("LOCKROOT_BENCH_GROW_MIB", 2048))  # the second root: this much bigger
 WINDOW = int(os.environ.get("LOCKROOT_BENCH_WINDOW", 180))       # seconds of online encryption measured
-
-
-def grown_disk(st, name, extra_mib):
-    """A copy of the plain disk with partition 2 and its ext4 extra_mib bigger (offline, host)."""
-    d = plain_disk(st, name)
-    run_host(["truncate", "-s", f"+{extra_mib}M", d.path])
-    run_host(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", "-N", "2", d.path],
-             input=b", +\n")
-    d = Disk(d.path)
-    off, size = d.parts[1]
-    loop = run_host(["losetup", "-f", "--show", "-o", str(off), "--sizelimit", str(size),
-                     d.path]).stdout.decode().strip()
-    try:
-        run_host(["e2fsck", "-fy", loop])
-        run_host(["resize2fs", loop])
-    finally:
-        run_host(["losetup", "-d", loop])
-    return d
 
 
 def measure(st, disk, label):

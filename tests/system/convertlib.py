@@ -13,6 +13,7 @@ import tempfile
 import time
 
 from migratelib import MANIFEST_EXCLUDES as _MIGRATE_EXCLUDES
+from pifw import Disk, run_host
 from migratelib import (  # noqa: F401  (re-exported for the scenarios)
     FAST_RECOVERY, State, TestFailure, boot_plain, boot_unattended, check_crypt_mount, events,
     fresh_tpm, log, machine, plain_disk, usb_drive)
@@ -331,3 +332,21 @@ def expect_step(m, pattern, timeout, what):
         raise TestFailure(f"lockroot's initramfs step failed while waiting for {what}: "
                           f"{m.child.after!r} (log {m.logpath})")
     return m.child.match
+
+
+def grown_disk(st, name, extra_mib):
+    """A copy of the plain disk with partition 2 and its ext4 extra_mib bigger (offline, host)."""
+    d = plain_disk(st, name)
+    run_host(["truncate", "-s", f"+{extra_mib}M", d.path])
+    run_host(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", "-N", "2", d.path],
+             input=b", +\n")
+    d = Disk(d.path)
+    off, size = d.parts[1]
+    loop = run_host(["losetup", "-f", "--show", "-o", str(off), "--sizelimit", str(size),
+                     d.path]).stdout.decode().strip()
+    try:
+        run_host(["e2fsck", "-fy", loop])
+        run_host(["resize2fs", loop])
+    finally:
+        run_host(["losetup", "-d", loop])
+    return d
