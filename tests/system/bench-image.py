@@ -46,7 +46,8 @@ def measure(st, src, label):
     r["image_s"], r["encrypt_s"], r["rate"] = image(st, src, out)
     record = record_drive(st, f"bench-records-{label}.img")
     img = Disk(out)
-    disk, tpm, m = unit(st, "unit1", img, record, tpm_name=f"bench-image-{label}.tpm")
+    disk, tpm, m = unit(st, "unit1", img, record, tpm_name=f"bench-image-{label}.tpm",
+                         disk_name=f"bench-image-{label}-unit.img")
     with m:
         m.power_on(f"bench-image-{label}")
         m.expect(PROVISIONING, 240, "provisioning starts")

@@ -67,10 +67,10 @@ def record_drive(st, name):
     return d
 
 
-def unit(st, unit_name, image, record, tpm_name=None):
+def unit(st, unit_name, image, record, tpm_name=None, disk_name=None):
     """A unit: its own copy of the image, its own TPM, its identity, the record drive."""
     uuid, serial = UNITS[unit_name]
-    disk = st.copy_disk(os.path.basename(image.path), f"{unit_name}.img")
+    disk = st.copy_disk(os.path.basename(image.path), disk_name or f"{unit_name}.img")
     tpm = fresh_tpm(st, tpm_name or f"{unit_name}.tpm")
     return disk, tpm, Machine(disk, st.logdir, tpm=tpm, smbios_uuid=uuid, disk_serial=serial,
                               usb_disk=record, usb_serial="LOCKROOT-REC-0001")
