@@ -345,6 +345,40 @@ static int check_root_fs(struct image *im, struct lr_convert_info *info)
 	return 0;
 }
 
+/* Whether this workstation's libcryptsetup can encrypt with the cipher (Adiantum needs the
+ * kernel's through AF_ALG): a throw-away header file made as the real one will be. */
+static int check_cipher(const struct image *im)
+{
+	_cleanup_secret_ struct lr_secret *key = NULL;
+	struct lr_enroll_result res = { 0 };
+	char path[PATH_MAX];
+	int fd, r;
+
+	snprintf(path, sizeof(path), "%s/lockroot-image-check.XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+	fd = mkstemp(path);
+	if (fd < 0)
+		return lr_error_code(-errno, "cannot create a temporary file: %s", strerror(errno));
+	close(fd);
+	unlink(path); /* lr_format creates it (O_EXCL) */
+	r = lr_secret_random(32, &key);
+	if (r == 0) {
+		struct lr_format_params f = { .device = im->loop, .cipher = im->cipher, .passphrase = key,
+					      .provisioning = true, .header = path,
+					      .data_offset = LR_CONVERT_DATA_OFFSET };
+
+		lr_log_demote(1);
+		r = lr_format(&f, &res);
+		lr_log_demote(-1);
+		lr_enroll_result_done(&res);
+	}
+	unlink(path);
+	if (r < 0)
+		return lr_error_code(-ENOTSUP, "this machine cannot encrypt with %s (libcryptsetup: %s); Adiantum "
+				     "needs the kernel's crypto API (AF_ALG) and its adiantum module. Nothing was "
+				     "written", im->cipher, strerror(-r));
+	return 0;
+}
+
 static void print_plan(const struct image *im, const struct lr_convert_info *info)
 {
 	char a[32], b[32];
@@ -645,7 +679,8 @@ static int encrypt_root(struct image *im)
 		r = lr_provision_mark(hdr, im->unique);
 	if (r == 0)
 		r = lr_convert_init(im->loop, hdr, rec, im->key);
-	lr_convert_wipe_file(hdr);
+	if (access(hdr, F_OK) == 0)
+		lr_convert_wipe_file(hdr);
 	if (r < 0)
 		return r;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -835,6 +870,8 @@ int cmd_image(int argc, char **argv)
 	r = loop_attach(im.in, im.root->start, im.root->size, true, im.loop, sizeof(im.loop), &im.loop_fd);
 	if (r == 0)
 		r = check_root_fs(&im, &info);
+	if (r == 0)
+		r = check_cipher(&im);
 	if (im.loop_fd >= 0)
 		close(im.loop_fd);
 	im.loop_fd = -1;
