@@ -119,6 +119,8 @@ int cli_hsm_wait(const char *what, uint32_t timeout_s, int (*attempt)(void *user
 int cli_initramfs_rebuild(const char *root, const char *cmd);
 /* cmd-convert.c: PARTUUID=, UUID=, LABEL= or a path, to the device node that has it now. */
 int cli_resolve_spec(const char *spec, char *out, size_t len);
+/* KEY=A,B on the kernel command line: its two halves (plain words). */
+bool cli_cmdline_pair(const char *key, char *a, char *b, size_t len);
 /* Remove every word starting with key from a command line (in place). */
 void cli_drop_word(char *line, const char *key);
 int cli_initramfs_verify(const char *root, const char *const *want, size_t n_want);

@@ -999,8 +999,9 @@ out:
 
 /* ---- --boot: the initramfs step ---- */
 
-/* lockroot.convert=ROOT,BOOT from the kernel command line. */
-static bool cmdline_convert(char *root, char *boot, size_t len)
+/* KEY=A,B on the kernel command line (lockroot.convert=ROOT,BOOT, lockroot.provision=ROOT,BOOT):
+ * its two halves, each a plain word (a device spec); the last such word counts. */
+bool cli_cmdline_pair(const char *key, char *a, char *b, size_t len)
 {
 	_cleanup_free_ char *cmdline = NULL;
 	char *save = NULL;
@@ -1009,14 +1010,14 @@ static bool cmdline_convert(char *root, char *boot, size_t len)
 	if (lr_sysroot_read("/proc/cmdline", &cmdline, NULL) < 0)
 		return false;
 	for (char *w = strtok_r(cmdline, " \t\n", &save); w; w = strtok_r(NULL, " \t\n", &save)) {
-		const char *v = w + strlen(CMDLINE_KEY), *comma;
+		const char *v = w + strlen(key), *comma;
 
-		if (strncmp(w, CMDLINE_KEY, strlen(CMDLINE_KEY)) || !(comma = strchr(v, ',')) ||
-		    (size_t)(comma - v) >= len || strlen(comma + 1) >= len)
+		if (strncmp(w, key, strlen(key)) || !(comma = strchr(v, ',')) || (size_t)(comma - v) >= len ||
+		    strlen(comma + 1) >= len)
 			continue;
-		snprintf(root, len, "%.*s", (int)(comma - v), v);
-		snprintf(boot, len, "%s", comma + 1);
-		found = safe_word(root) && safe_word(boot);
+		snprintf(a, len, "%.*s", (int)(comma - v), v);
+		snprintf(b, len, "%s", comma + 1);
+		found = safe_word(a) && safe_word(b);
 	}
 	return found;
 }
@@ -1277,7 +1278,7 @@ static int boot_step(void)
 	uint32_t timeout_s;
 	int r;
 
-	if (!cmdline_convert(b.root_spec, b.boot_spec, sizeof(b.root_spec)))
+	if (!cli_cmdline_pair(CMDLINE_KEY, b.root_spec, b.boot_spec, sizeof(b.root_spec)))
 		return 0;
 	timeout_s = cli_cmdline_timeout();
 	{

@@ -14,7 +14,6 @@
  * with a provisioning keyslot instead of an HSM keyslot -> the provisioning key on the boot
  * partition (or --key-out FILE). OUT is removed when anything fails; IN is only read.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -48,10 +47,7 @@
 #define CONVERT_STATE "/var/lib/lockroot/convert.json"
 #define CONVERT_SERVICE "lockroot-convert.service"
 #define DEFAULT_RECORD "LABEL=LRRECORDS"
-#define BOOT_MNT "/run/lockroot/boot"
-#define RECORD_MNT "/run/lockroot/record"
 #define MiB (UINT64_C(1) << 20)
-#define SAY(...) fprintf(stderr, "lockroot: provision: " __VA_ARGS__)
 
 static void help(void)
 {
@@ -423,11 +419,6 @@ static void print_plan(const struct image *im, const struct lr_convert_info *inf
 
 /* ---- configure the image's root ---- */
 
-static int run_in(const char *root, const char *cmd)
-{
-	return cli_initramfs_rebuild(root, cmd);
-}
-
 static int bind_mounts(const char *root)
 {
 	static const char *const dirs[] = { "/dev", "/proc", "/sys" };
@@ -590,7 +581,7 @@ static int configure(struct image *im, const char *boot_dir)
 	lr_info("rebuilding the image's initramfs (%s, in a chroot)", INITRAMFS_CMD);
 	r = bind_mounts(im->mnt);
 	if (r == 0)
-		r = run_in(im->mnt, INITRAMFS_CMD);
+		r = cli_initramfs_rebuild(im->mnt, INITRAMFS_CMD);
 	unbind_mounts(im->mnt);
 	if (r == 0)
 		r = cli_initramfs_verify(im->mnt, want, LR_ELEMENTSOF(want));
@@ -739,8 +730,10 @@ static int rm_tree(const char *path, const struct stat *st, int type, struct FTW
 {
 	(void)st;
 	(void)ftw;
-	if (type == FTW_DP)
-		return rmdir(path) < 0 ? 0 : 0;
+	if (type == FTW_DP) {
+		rmdir(path);
+		return 0;
+	}
 	if (strstr(path, "/" LR_PROVISION_KEY_FILE))
 		lr_convert_wipe_file(path);
 	else

@@ -73,8 +73,6 @@ struct settings {
 	struct lr_pbkdf_cost cost;
 };
 
-static int run(const char *device, const struct settings *s, const struct lr_secret *key, uint32_t timeout_s,
-	       struct lr_provision_result *res);
 static uint64_t now_ms(void);
 
 struct attempt {
@@ -132,27 +130,6 @@ out:
 }
 
 /* ---- --boot ---- */
-
-static bool cmdline_provision(char *root, char *boot, size_t len)
-{
-	_cleanup_free_ char *cmdline = NULL;
-	char *save = NULL;
-	bool found = false;
-
-	if (lr_sysroot_read("/proc/cmdline", &cmdline, NULL) < 0)
-		return false;
-	for (char *w = strtok_r(cmdline, " \t\n", &save); w; w = strtok_r(NULL, " \t\n", &save)) {
-		const char *v = w + strlen(CMDLINE_KEY), *comma;
-
-		if (strncmp(w, CMDLINE_KEY, strlen(CMDLINE_KEY)) || !(comma = strchr(v, ',')) ||
-		    (size_t)(comma - v) >= len || strlen(comma + 1) >= len)
-			continue;
-		snprintf(root, len, "%.*s", (int)(comma - v), v);
-		snprintf(boot, len, "%s", comma + 1);
-		found = true;
-	}
-	return found;
-}
 
 static uint64_t now_ms(void)
 {
@@ -256,7 +233,7 @@ static int boot_step(void)
 	uint32_t timeout_s = cli_cmdline_timeout();
 	int boot_mounted = 0, rec_mounted = 0, slot, r;
 
-	if (!cmdline_provision(root_spec, boot_spec, sizeof(root_spec)))
+	if (!cli_cmdline_pair(CMDLINE_KEY, root_spec, boot_spec, sizeof(root_spec)))
 		return 0;
 	if (wait_spec(root_spec, dev, sizeof(dev), timeout_s) < 0 || wait_spec(boot_spec, boot_dev, sizeof(boot_dev),
 									   timeout_s) < 0) {
