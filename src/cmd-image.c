@@ -579,6 +579,15 @@ static int configure(struct image *im, const char *boot_dir)
 			return r;
 	}
 	lr_info("rebuilding the image's initramfs (%s, in a chroot)", INITRAMFS_CMD);
+	{
+		/* the image's own programs must run here: another architecture's need qemu-user */
+		char *argv[] = { (char *)"chroot", im->mnt, (char *)"/bin/true", NULL };
+
+		if (cli_run_ok(argv, true) < 0)
+			return lr_error_code(-ENOEXEC, "the image's programs do not run on this machine: for an "
+					     "image of another architecture install qemu-user-static and "
+					     "binfmt-support");
+	}
 	r = bind_mounts(im->mnt);
 	if (r == 0)
 		r = cli_initramfs_rebuild(im->mnt, INITRAMFS_CMD);

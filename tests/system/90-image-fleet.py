@@ -13,7 +13,8 @@ its recovery key opens that unit's disk; unit 1's disk on unit 2 is refused by u
 boots with the recovery key from unit 1's record; re-enrolled there with that recovery key
 (lockroot unenroll --all, lockroot enroll --key-file), it boots unattended in unit 2.
 
-A power cut during the first boot (unit 3): cut when the enrolment starts, then again after the
+A power cut during the first boot (unit 3, from an image made with --key-out: the provisioning
+key is on the record drive, not on the image): cut when the enrolment starts, then again after the
 record is written (before the provisioning keyslot goes). Each next boot finishes what is left:
 leftovers of the cut attempt removed, a new enrolment, a new record; the unit boots unattended and
 ends with exactly one HSM and one recovery keyslot, never with neither key (checked on the image
@@ -27,7 +28,7 @@ from imagelib import (  # noqa: E402
     CMDLINE_KEY, CONF_FILE, ENROLLING, KEY_FILE, LEFTOVER, PROVISIONED, ROOT, UNITS, WRITING_RECORD,
     Machine, State, TestFailure, boot_unattended, boot_with_recovery_key, check_provisioned,
     first_boot, log, luks_json, make_image, opens, read_record, record_drive, unit)
-from pifw import check_root_on_dm_crypt, main  # noqa: E402,F401
+from pifw import _scratch, check_root_on_dm_crypt, main  # noqa: E402,F401
 
 
 def root_is_crypt(m):
@@ -101,6 +102,20 @@ def test():
         "re-enrolled with that key, it boots unattended in unit 2")
 
     # -- a power cut during provisioning: twice, then it completes --------------------------
+    # Unit 3 comes from an image made with --key-out: the provisioning key is not on the image
+    # but on the record drive, where the first boot finds it.
+    key_file = st.path("fleet-keyout.key")
+    if os.path.exists(key_file):
+        os.unlink(key_file)
+    image, _, _ = make_image(st, "fleet-keyout.img", ["--key-out", key_file])
+    _scratch.append(key_file)
+    if KEY_FILE in image.boot_files():
+        raise TestFailure("--key-out: the provisioning key is on the image's boot partition anyway")
+    with open(key_file) as f:
+        key = f.read()
+    if not opens(image, key):
+        raise TestFailure("the key written by --key-out does not open the image")
+    record.write_boot(KEY_FILE, key)
     disk, tpm, m = unit(st, "unit3", image, record)
     with m:
         for point, pattern in (("enrolment started", ENROLLING), ("record written", WRITING_RECORD)):
