@@ -108,6 +108,20 @@ static int no_token(const char *device, int token)
 	return lr_error_code(-ENOMSG, "%s has no lockroot token: enroll one with 'lockroot enroll'", device);
 }
 
+/* A token names two keyslots only while the volume is re-encrypted to a new volume key (one
+ * keyslot for each key, lib/provision.c); otherwise it is corrupt. */
+static int check_keyslot_count(struct crypt_device *cd, const char *json, const char *device)
+{
+	_cleanup_json_ struct json_object *o = json_tokener_parse(json);
+	struct json_object *ks;
+
+	if (!o || !json_object_object_get_ex(o, "keyslots", &ks) || !json_object_is_type(ks, json_type_array) ||
+	    json_object_array_length(ks) != 2 || crypt_reencrypt_status(cd, NULL) != CRYPT_REENCRYPT_NONE)
+		return 0;
+	return lr_error_code(-EBADMSG, "lockroot token is corrupt: \"keyslots\" names two keyslots, but %s is not "
+			     "being re-encrypted", device);
+}
+
 static int try_token(struct crypt_device *cd, const struct lr_unlock_params *p, int id,
 		     struct lr_secret **out)
 {
@@ -117,6 +131,9 @@ static int try_token(struct crypt_device *cd, const struct lr_unlock_params *p, 
 	int r, slot;
 
 	r = crypt_token_json_get(cd, id, &json);
+	if (r < 0)
+		return r;
+	r = check_keyslot_count(cd, json, p->device);
 	if (r < 0)
 		return r;
 	r = lr_token_unlock(json, p->device, p->hsm_override, &pass, &slot);
