@@ -265,7 +265,8 @@ static int boot_step(void)
 		s.cost.iterations = (uint32_t)json_object_get_int(v);
 	if (json_object_object_get_ex(conf, "recovery_pbkdf_memory", &v))
 		s.cost.memory_kb = (uint32_t)json_object_get_int(v);
-	if (st != LR_PROVISION_CLEANUP) {
+	if (st == LR_PROVISION_PENDING || st == LR_PROVISION_REKEY) {
+		/* the record is written (PENDING) or read back (REKEY after a cut); not needed after */
 		const char *rec = jstr(conf, "record") ? jstr(conf, "record") : "LABEL=LRRECORDS";
 
 		if (wait_spec(rec, rec_dev, sizeof(rec_dev), timeout_s) < 0) {
@@ -294,7 +295,7 @@ static int boot_step(void)
 		SAY("failed: %s; the unit is not provisioned, its next boot tries again\n", strerror(-r));
 		goto out;
 	}
-	if (*res.record_path && st != LR_PROVISION_CLEANUP)
+	if (*res.record_path && st == LR_PROVISION_PENDING)
 		SAY("record written: %s\n", res.record_path);
 	if (res.rekey_started)
 		SAY("the volume is re-encrypted to its own key once the system runs (lockroot convert --status)\n");
