@@ -105,6 +105,37 @@ jq -j .recovery_key "$RECORD" >"$T/rk"
 vk1=$(vk "$IMG" "$T/rk")
 [ -n "$vk1" ] && [ "$vk1" != "$vk0" ] || fail "the volume key did not change"
 
+info "--unique-volume-key cut after the provisioning keyslot went, before the re-key began"
+# What that cut leaves: the unit's TPM and recovery keyslots, its record, no provisioning keyslot,
+# and an unbound keyslot of the re-key's new volume key. The recovery key is read back from the
+# record (the provisioning run that knew it was cut off).
+IMG=$T/unique-cut.img
+rm -f "$RECORD"
+provisioning_volume "$IMG" true
+vk0=$(vk "$IMG" "$T/pkey")
+"$LOCKROOT" enroll "$IMG" --hsm "$HSM" --key-file "$T/pkey" --recovery-key "${FAST_RECOVERY[@]}" --json >"$T/enroll.json" \
+	|| fail "enroll"
+jq -n --arg rk "$(jq -r .recovery_key "$T/enroll.json")" '{version: 1, recovery_key: $rk}' >"$RECORD"
+jq -j .recovery_key "$RECORD" >"$T/rk"
+cryptsetup luksKillSlot -q "$IMG" 0 || fail "luksKillSlot 0"
+printf 'stray' >"$T/stray"
+cryptsetup luksAddKey -q --unbound "${FAST_PBKDF[@]}" --key-size 512 --key-file "$T/rk" "$IMG" "$T/stray" || fail "unbound keyslot"
+"$LOCKROOT" status "$IMG" --json | jq -e '.[0].keyslots | map(select(.state == "unbound")) | length == 1' >/dev/null \
+	|| fail "no unbound keyslot set up: $("$LOCKROOT" status "$IMG" --json | jq -c '.[0].keyslots')"
+expect_ok provision "$IMG"
+grep -q 'was rekey' "$T/out" || fail "the cut re-key was not resumed: $(cat "$T/out")"
+grep -q 're-encryption to its own volume key initialised' "$T/out" || fail "no re-key: $(cat "$T/out")"
+cryptsetup luksDump "$IMG" | grep -q 'online-reencrypt' || fail "no re-encryption in progress"
+# the unit's two keyslots, their two for the new key, libcryptsetup's reencrypt keyslot: no stray one
+[ "$(cryptsetup luksDump --dump-json-metadata "$IMG" | jq '.keyslots | length')" = 5 ] \
+	|| fail "keyslots during the resumed re-key: $(cryptsetup luksDump --dump-json-metadata "$IMG" | jq -c '.keyslots | map_values(.type)')"
+"$LOCKROOT" unlock "$IMG" --stdout | cat >"$T/hsmpass"; [ -s "$T/hsmpass" ] || fail "unlock --stdout"
+cryptsetup reencrypt --resume-only --force-offline-reencrypt -q --disable-external-tokens --key-file "$T/hsmpass" "$IMG" \
+	|| fail "offline re-encryption"
+expect_ok provision "$IMG"
+[ "$(cryptsetup luksDump --dump-json-metadata "$IMG" | jq '.keyslots | length')" = 2 ] || fail "keyslots after the resumed re-key"
+[ "$(vk "$IMG" "$T/rk")" != "$vk0" ] || fail "the resumed re-key did not change the volume key"
+
 info "lockroot image refuses bad input and leaves nothing behind"
 mkdir -p "$T/tree/etc"
 echo 'PARTUUID=1234abcd-02 / ext4 defaults 0 1' >"$T/tree/etc/fstab"
