@@ -6,6 +6,7 @@
 
 #include "lockroot.h"
 #include "luks-internal.h"
+#include "provision.h"
 
 static const char *keyslot_state(crypt_keyslot_info ki)
 {
@@ -137,6 +138,14 @@ int lr_status(const char *device, struct json_object **out)
 	json_object_object_add(o, "cipher", json_object_new_string(cipher));
 	json_object_object_add(o, "keyslots", keyslots_json(cd));
 	json_object_object_add(o, "tokens", tokens_json(cd));
+	{
+		/* a unit made from a fleet image (lockroot image): how far its provisioning is */
+		enum lr_provision_state st;
+		int slot;
+
+		if (lr_provision_examine(device, &st, &slot) == 0 && st != LR_PROVISION_NONE)
+			json_object_object_add(o, "provisioning", json_object_new_string(lr_provision_state_name(st)));
+	}
 	*out = o;
 	return 0;
 }

@@ -96,6 +96,9 @@ static void print_text(struct json_object *o)
 	struct json_object *arr;
 
 	printf("%s: %s, %s, uuid %s\n", str(o, "device"), str(o, "type"), str(o, "cipher"), str(o, "uuid"));
+	if (json_object_object_get_ex(o, "provisioning", &arr))
+		printf("  provisioning: %s (a fleet unit: lockroot image, lockroot provision)\n",
+		       json_object_get_string(arr));
 	printf("  keyslots:\n");
 	if (json_object_object_get_ex(o, "keyslots", &arr))
 		for (size_t i = 0; i < json_object_array_length(arr); i++) {

@@ -33,7 +33,9 @@ provision() { "$LOCKROOT" provision "$1" --key-file "$T/pkey" --record-dir "$REC
 info "a unit's first boot: TPM and recovery keyslots, record, provisioning keyslot gone"
 IMG=$T/unit.img
 provisioning_volume "$IMG" false
-"$LOCKROOT" status "$IMG" --json | jq -e '.[0].keyslots[0].use == "provisioning"' >/dev/null || fail "status: provisioning use"
+"$LOCKROOT" status "$IMG" --json | jq -e '.[0].keyslots[0].use == "provisioning" and .[0].provisioning == "pending"' >/dev/null \
+	|| fail "status: provisioning: $("$LOCKROOT" status "$IMG" --json)"
+"$LOCKROOT" status "$IMG" | grep -q '^  provisioning: pending' || fail "status text: $("$LOCKROOT" status "$IMG")"
 expect_ok provision "$IMG"
 grep -q 'provisioned (was pending)' "$T/out" || fail "provision output: $(cat "$T/out")"
 RECORD=$REC/board-serial-10000000c0ffee42.json
@@ -48,6 +50,7 @@ cryptsetup open --test-passphrase --disable-external-tokens --key-file "$T/pkey"
 "$LOCKROOT" status "$IMG" --json >"$T/st.json"
 [ "$(jq -r '[.[0].keyslots[] | .use] | join(",")' "$T/st.json")" = hsm,recovery ] || fail "keyslots: $(jq -c '.[0].keyslots' "$T/st.json")"
 [ "$(jq -r '[.[0].tokens[] | .type] | sort | join(",")' "$T/st.json")" = lockroot,lockroot-recovery ] || fail "tokens"
+jq -e '.[0] | has("provisioning") | not' "$T/st.json" >/dev/null || fail "status still shows provisioning"
 expect_ok "$LOCKROOT" unlock "$IMG" --test
 info "again: nothing to do, the record stays"
 sum=$(sha256sum <"$RECORD")
@@ -86,6 +89,7 @@ cryptsetup luksDump "$IMG" | grep -q 'online-reencrypt' || fail "no re-encryptio
 # during it: the token names a keyslot of each volume key, the TPM unlocks, tokens are frozen
 [ "$(cryptsetup luksDump --dump-json-metadata "$IMG" | jq '[.tokens[] | select(.type == "lockroot")][0].keyslots | length')" = 2 ] || fail "the lockroot token does not name two keyslots"
 expect_ok "$LOCKROOT" unlock "$IMG" --test
+"$LOCKROOT" status "$IMG" --json | jq -e '.[0].provisioning == "rekeying"' >/dev/null || fail "status during the re-key"
 expect_ok provision "$IMG"
 grep -q 'was rekeying' "$T/out" || fail "run during the re-encryption: $(cat "$T/out")"
 # the online service's part, offline here: the data to the new key
