@@ -33,6 +33,8 @@ static const struct {
 		"serial (or device/serial, device/vpd_pg80, device/wwid) of the volume's disk "
 		"under /sys/dev/block" },
 	[LR_COMP_DMI_UUID] = { "dmi-uuid", "DMI product UUID", "/sys/class/dmi/id/product_uuid" },
+	[LR_COMP_BOOT_FILES] = { "boot-files", "boot files",
+		"the boot partition (config.txt, cmdline.txt, kernel, initramfs, device trees)" },
 };
 
 static const char disk_serial_files[][16] = { "serial", "device/serial", "device/vpd_pg80", "device/wwid" };
@@ -83,7 +85,7 @@ int lr_bind_parse(const char *list, uint32_t *mask, bool *is_default)
 
 		if (id < 0)
 			return lr_error_code(-EINVAL, "unknown component '%s' (known: board-serial, sd-cid, "
-					     "disk-serial, dmi-uuid)", tok);
+					     "disk-serial, dmi-uuid, boot-files)", tok);
 		m |= 1u << id;
 	}
 	/* "," alone must not silently mean "none". */
@@ -553,6 +555,7 @@ int lr_fingerprint_read(const char *device, struct lr_fingerprint *fp)
 	c[LR_COMP_SD_CID].error = read_sd_cid(disk ? strrchr(disk, '/') + 1 : NULL, &c[LR_COMP_SD_CID]);
 	c[LR_COMP_DMI_UUID].error = read_component(&c[LR_COMP_DMI_UUID], LR_COMP_DMI_UUID,
 						   "/sys/class/dmi/id/product_uuid");
+	c[LR_COMP_BOOT_FILES].error = -ENOENT; /* measured by lr_fingerprint_set_boot_files() */
 
 	r = 0;
 	for (int i = 0; i < LR_COMP_MAX; i++)

@@ -15,6 +15,8 @@ enum lr_component_id {
 	LR_COMP_SD_CID,           /* /sys/block/mmcblkN/device/cid */
 	LR_COMP_DISK_SERIAL,      /* serial of the disk that holds the volume */
 	LR_COMP_DMI_UUID,         /* /sys/class/dmi/id/product_uuid */
+	LR_COMP_BOOT_FILES,       /* what the firmware loads from the boot partition (bootfiles.h);
+	                             never measured by lr_fingerprint_read(), never in the default */
 	LR_COMP_MAX,
 };
 
@@ -32,9 +34,9 @@ struct lr_fingerprint {
 	struct lr_component comp[LR_COMP_MAX];
 };
 
-/* "board-serial", "sd-cid", "disk-serial", "dmi-uuid" */
+/* "board-serial", "sd-cid", "disk-serial", "dmi-uuid", "boot-files" */
 const char *lr_component_name(int id);
-/* Human words for messages: "board serial", "SD card CID", "disk serial", "DMI product UUID" */
+/* Human words for messages: "board serial", "SD card CID", "disk serial", "DMI product UUID", "boot files" */
 const char *lr_component_description(int id);
 /* -EINVAL for an unknown name. */
 int lr_component_from_name(const char *name);

@@ -40,6 +40,8 @@ struct lr_enroll_params {
 	struct lr_hsm *hsm;
 	uint32_t bind_mask;
 	bool bind_default;                  /* ignore bind_mask, use lr_fingerprint_default_mask() */
+	const char *boot_spec;              /* with boot-files in bind_mask: the boot partition
+					     * (bootfiles.h); NULL: the running system's */
 	const struct lr_secret *passphrase; /* authorises: any existing keyslot */
 	bool recovery_key;                  /* also add a recovery keyslot */
 	struct lr_pbkdf_cost recovery_cost;
@@ -64,6 +66,7 @@ struct lr_format_params {
 	struct lr_hsm *hsm;
 	uint32_t bind_mask;
 	bool bind_default;
+	const char *boot_spec;              /* as in lr_enroll_params */
 	bool recovery_key;
 	struct lr_pbkdf_cost recovery_cost;
 	const struct lr_secret *passphrase; /* optional extra passphrase keyslot */
@@ -128,3 +131,14 @@ int lr_deactivate(const char *name);
 const char *lr_cipher_default(void);
 /* Load a LUKS2 header; -EMEDIUMTYPE with a message for LUKS1 or non-LUKS. */
 int lr_luks2_load(const char *device, bool readonly, struct crypt_device **cd);
+
+/* Lock the key of every lockroot token of device that binds the boot files again, to the boot
+ * files as they are now (reseal.c); a token whose boot files are unchanged is left alone.
+ * *resealed: how many were locked again. -ENOMSG when no token binds the boot files,
+ * -EKEYREJECTED when the host differs or the HSM refuses. */
+int lr_reseal(const char *device, const struct lr_hsm *override, int *resealed);
+/* The same when the HSM cannot give the key back (the boot files were changed behind
+ * lockroot's back, and the change is to be kept): a new key for the boot files as they are
+ * now, authorised by passphrase (the recovery key); the old token and keyslot are removed. */
+int lr_reseal_with_passphrase(const char *device, const struct lr_hsm *override, const struct lr_secret *pass,
+			      int *resealed);

@@ -42,3 +42,6 @@ int lr_crypt_init(const char *device, struct crypt_device **cd);
 /* The PBKDF of an HSM keyslot (its key is random: the cheapest PBKDF2) and of a recovery keyslot. */
 int lr_set_pbkdf_minimal(struct crypt_device *cd);
 int lr_set_pbkdf_recovery(struct crypt_device *cd, const struct lr_pbkdf_cost *c);
+/* Compare the host (and the boot files, unless boot_as_recorded: then the token's record of
+ * them stands in) with the token's checks, naming what changed; the binding digest. */
+int lr_binding_verify(const char *device, const struct lr_token *t, bool boot_as_recorded, uint8_t digest[32]);

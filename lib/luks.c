@@ -309,8 +309,34 @@ static void lock_result_done(struct lock_result *l)
 	l->passphrase = NULL;
 }
 
-static int binding_measure(const char *device, uint32_t mask, bool use_default, struct lr_token *t,
-			   uint8_t digest[32])
+/* Boot files: measured where boot_spec says, else on the running system's boot partition. */
+static int boot_files_measure(const char *boot_spec, struct lr_fingerprint *fp, struct lr_token *t)
+{
+	_cleanup_free_ char *spec = NULL;
+	int r;
+
+	if (boot_spec)
+		spec = strdup(boot_spec);
+	else {
+		r = lr_bootdir_default_spec(&spec);
+		if (r < 0)
+			return r == -ENOENT ? -EINVAL : r;
+	}
+	if (!spec)
+		return -ENOMEM;
+	r = lr_bootfiles_measure_spec(spec, &t->boot_files);
+	if (r < 0)
+		return r == -ENOENT ? -EINVAL : r;
+	r = lr_fingerprint_set_boot_files(fp, &t->boot_files, spec);
+	if (r < 0)
+		return r;
+	t->boot_spec = spec;
+	spec = NULL;
+	return 0;
+}
+
+static int binding_measure(const char *device, uint32_t mask, bool use_default, const char *boot_spec,
+			   struct lr_token *t, uint8_t digest[32])
 {
 	_cleanup_fingerprint_ struct lr_fingerprint fp = { 0 };
 	_cleanup_secret_ struct lr_secret *salt = NULL;
@@ -319,6 +345,11 @@ static int binding_measure(const char *device, uint32_t mask, bool use_default, 
 	r = lr_fingerprint_read(device, &fp);
 	if (r < 0)
 		return r;
+	if (!use_default && (mask & (1u << LR_COMP_BOOT_FILES))) {
+		r = boot_files_measure(boot_spec, &fp, t);
+		if (r < 0)
+			return r;
+	}
 	if (use_default) {
 		mask = lr_fingerprint_default_mask(&fp);
 		if (mask == 0)
@@ -371,14 +402,14 @@ static int prove_unlock(const struct lr_hsm *hsm, struct json_object *obj, const
 /* Random user key, locked by the HSM, unlocked again and compared: nothing reaches a
  * header unless this round trip works. */
 static int lock_and_prove(const char *device, struct lr_hsm *hsm, uint32_t mask, bool use_default,
-			  struct lock_result *l)
+			  const char *boot_spec, struct lock_result *l)
 {
 	_cleanup_secret_ struct lr_secret *key = NULL, *back = NULL;
 	uint8_t digest[32];
 	int r;
 
 	memset(l, 0, sizeof(*l));
-	r = binding_measure(device, mask, use_default, &l->token, digest);
+	r = binding_measure(device, mask, use_default, boot_spec, &l->token, digest);
 	if (r < 0)
 		return r;
 	r = lr_secret_random(LR_USER_KEY_BYTES, &key);
@@ -500,7 +531,7 @@ int lr_enroll(const struct lr_enroll_params *p, struct lr_enroll_result *res)
 	r = enroll_checks(cd, p);
 	if (r < 0)
 		return r;
-	r = lock_and_prove(p->device, p->hsm, p->bind_mask, p->bind_default, &l);
+	r = lock_and_prove(p->device, p->hsm, p->bind_mask, p->bind_default, p->boot_spec, &l);
 	if (r < 0)
 		goto out;
 	/* Header writes start here: keyslot, then the token that points at it. */
@@ -690,7 +721,7 @@ int lr_format(const struct lr_format_params *p, struct lr_enroll_result *res)
 	if (p->provisioning ? !p->passphrase || p->hsm : !p->hsm)
 		return lr_error_code(-EINVAL, "a volume needs an HSM, or a provisioning key and no HSM");
 	if (p->hsm) {
-		r = lock_and_prove(p->device, p->hsm, p->bind_mask, p->bind_default, &l);
+		r = lock_and_prove(p->device, p->hsm, p->bind_mask, p->bind_default, p->boot_spec, &l);
 		if (r < 0)
 			goto out;
 	}

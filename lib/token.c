@@ -80,6 +80,29 @@ static int parse_bind(struct json_object *root, struct lr_token *t)
 	return 0;
 }
 
+static int parse_boot_files(struct json_object *root, struct lr_token *t)
+{
+	struct json_object *bf, *dev, *files;
+	int r;
+
+	if (!json_object_object_get_ex(root, "boot_files", &bf)) {
+		if (t->bind_mask & (1u << LR_COMP_BOOT_FILES))
+			return bad("\"boot_files\"", "is missing, and \"bind\" names boot-files");
+		return 0;
+	}
+	if (!(t->bind_mask & (1u << LR_COMP_BOOT_FILES)))
+		return bad("\"boot_files\"", "is there, but \"bind\" does not name boot-files");
+	if (!json_object_is_type(bf, json_type_object) || !json_object_object_get_ex(bf, "device", &dev) ||
+	    !json_object_is_type(dev, json_type_string) || !*json_object_get_string(dev) ||
+	    !json_object_object_get_ex(bf, "files", &files))
+		return bad("\"boot_files\"", "needs a \"device\" and \"files\"");
+	t->boot_spec = strdup(json_object_get_string(dev));
+	if (!t->boot_spec)
+		return -ENOMEM;
+	r = lr_bootfiles_from_json(files, &t->boot_files);
+	return r;
+}
+
 static int parse_root(struct json_object *root, struct lr_token *t)
 {
 	struct json_object *o;
@@ -110,6 +133,9 @@ static int parse_root(struct json_object *root, struct lr_token *t)
 		return bad("\"backend\"", "is missing");
 	strcpy(t->backend, json_object_get_string(o));
 	r = parse_bind(root, t);
+	if (r < 0)
+		return r;
+	r = parse_boot_files(root, t);
 	if (r < 0)
 		return r;
 	/* The backend's own object is named after it: "tpm2": {...}. Its fields are checked by
@@ -171,11 +197,24 @@ int lr_token_format(const struct lr_token *t, char **json)
 	json_object_object_add(root, "type", json_object_new_string(LR_TOKEN_TYPE));
 	json_object_object_add(root, "keyslots", ks);
 	ks = NULL;
-	json_object_object_add(root, "lockroot_version", json_object_new_int(LR_TOKEN_VERSION));
+	json_object_object_add(root, "lockroot_version",
+			       json_object_new_int(t->bind_mask & (1u << LR_COMP_BOOT_FILES) ? 2 : 1));
 	json_object_object_add(root, "backend", json_object_new_string(t->backend));
 	json_object_object_add(root, "bind", bind);
 	bind = NULL;
 	json_object_object_add(root, "bind_salt", json_object_new_string(salt));
+	if (t->bind_mask & (1u << LR_COMP_BOOT_FILES)) {
+		struct json_object *bf = json_object_new_object(), *files = lr_bootfiles_to_json(&t->boot_files);
+
+		if (!bf || !files || !t->boot_spec) {
+			json_object_put(bf);
+			json_object_put(files);
+			goto out;
+		}
+		json_object_object_add(bf, "device", json_object_new_string(t->boot_spec));
+		json_object_object_add(bf, "files", files);
+		json_object_object_add(root, "boot_files", bf);
+	}
 	json_object_object_add(root, t->backend, json_object_get(t->backend_data));
 	*json = strdup(json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN));
 	r = *json ? 0 : -ENOMEM;
@@ -191,4 +230,7 @@ void lr_token_done(struct lr_token *t)
 {
 	json_object_put(t->backend_data);
 	t->backend_data = NULL;
+	free(t->boot_spec);
+	t->boot_spec = NULL;
+	lr_bootfiles_done(&t->boot_files);
 }

@@ -8,6 +8,8 @@
  *   "backend": "tpm2" | "pkcs11",
  *   "bind": [ { "name": "board-serial", "check": "a1b2" }, ... ],
  *   "bind_salt": "<base64 16 bytes>",
+ *   "boot_files": { "device": "PARTUUID=…", "files": [ { "path": "config.txt", "sha256": "…" }, … ] },
+ *                 only when "bind" names "boot-files" (then lockroot_version is 2)
  *   "tpm2" | "pkcs11": { backend-specific, see backend-*.c }
  * }
  */
@@ -15,12 +17,14 @@
 
 #include <stdint.h>
 
+#include "bootfiles.h"
 #include "fingerprint.h"
 
 struct json_object;
 
 #define LR_TOKEN_TYPE "lockroot"
-#define LR_TOKEN_VERSION 1
+/* The newest version this build reads; it writes 1 unless the token binds the boot files. */
+#define LR_TOKEN_VERSION 2
 
 struct lr_token {
 	int version;
@@ -29,6 +33,8 @@ struct lr_token {
 	uint32_t bind_mask;
 	char bind_check[LR_COMP_MAX][5];
 	uint8_t bind_salt[16];
+	char *boot_spec;                  /* with LR_COMP_BOOT_FILES: where the boot files are */
+	struct lr_bootfiles boot_files;   /* ... and what they were when the key was locked */
 	struct json_object *backend_data; /* owned reference to the backend's object */
 };
 

@@ -10,7 +10,7 @@
 
 /* Compare the host with the checks in the token, so that a refusal names what changed
  * ("SD card CID differs from enrolment") instead of a bare "HSM refused". */
-static int binding_verify(const char *device, const struct lr_token *t, uint8_t digest[32])
+int lr_binding_verify(const char *device, const struct lr_token *t, bool boot_as_recorded, uint8_t digest[32])
 {
 	_cleanup_fingerprint_ struct lr_fingerprint fp = { 0 };
 	int r, changed = 0;
@@ -18,10 +18,31 @@ static int binding_verify(const char *device, const struct lr_token *t, uint8_t 
 	r = lr_fingerprint_read(device, &fp);
 	if (r < 0)
 		return r;
+	if ((t->bind_mask & (1u << LR_COMP_BOOT_FILES)) && boot_as_recorded) {
+		r = lr_fingerprint_set_boot_files(&fp, &t->boot_files, t->boot_spec);
+		if (r < 0)
+			return r;
+	} else if (t->bind_mask & (1u << LR_COMP_BOOT_FILES)) {
+		_cleanup_bootfiles_ struct lr_bootfiles now = { 0 };
+
+		r = lr_bootfiles_measure_spec(t->boot_spec, &now);
+		if (r == -ENOMEM)
+			return r;
+		if (r < 0) {
+			lr_error("the key is bound to the boot files, which cannot be read on this host");
+			changed++;
+		} else {
+			r = lr_fingerprint_set_boot_files(&fp, &now, t->boot_spec);
+			if (r < 0)
+				return r;
+			if (lr_bootfiles_explain(&t->boot_files, &now) > 0)
+				changed++;
+		}
+	}
 	for (int i = 0; i < LR_COMP_MAX; i++) {
 		char check[5];
 
-		if (!(t->bind_mask & (1u << i)))
+		if (!(t->bind_mask & (1u << i)) || i == LR_COMP_BOOT_FILES)
 			continue;
 		if (!fp.comp[i].value) {
 			lr_error("the key is bound to the %s, which cannot be read on this host", lr_component_description(i));
@@ -36,6 +57,10 @@ static int binding_verify(const char *device, const struct lr_token *t, uint8_t 
 			changed++;
 		}
 	}
+	if (changed && (t->bind_mask & (1u << LR_COMP_BOOT_FILES)))
+		return lr_error_code(-EKEYREJECTED, "this is not the host, or not the boot files, the key was locked "
+				     "to: unlock with the recovery key; if the change was yours, run 'lockroot reseal "
+				     "--key-file' (or enroll again)");
 	if (changed)
 		return lr_error_code(-EKEYREJECTED, "this is not the host the key was enrolled on: "
 				     "unlock with the recovery key, then enroll again");
@@ -65,7 +90,7 @@ int lr_token_unlock(const char *json, const char *device, const struct lr_hsm *o
 		hsm.config = override->config;
 		hsm.pin = override->pin;
 	}
-	r = binding_verify(device, &t, digest);
+	r = lr_binding_verify(device, &t, false, digest);
 	if (r < 0)
 		return r;
 	r = hsm.backend->unlock(&hsm, t.backend_data, digest, &key);

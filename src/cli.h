@@ -61,6 +61,7 @@ int cmd_migrate(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_image(int argc, char **argv);
 int cmd_provision(int argc, char **argv);
+int cmd_reseal(int argc, char **argv);
 /* lockroot convert --via DEV ... (src/cmd-convert-via.c): argc/argv as for cmd_convert; also
  * --via-finish (lockroot-convert-via.service) and --via-status. */
 int convert_via(int argc, char **argv);

@@ -14,7 +14,10 @@ static void help(void)
 	       "bound to this host, and a 'lockroot' token that lets it unlock unattended.\n\n"
 	       "  --hsm SPEC                  tpm2 (device /dev/tpmrm0), tpm2:TCTI, or pkcs11:URI (RFC 7512)\n"
 	       "  --bind LIST                 host components: board-serial,sd-cid,disk-serial,dmi-uuid,\n"
-	       "                              'default' (what this host has) or 'none'\n"
+	       "                              boot-files, 'default' (what this host has) or 'none'\n"
+	       "  --boot-dev SPEC             with boot-files: the boot partition (PARTUUID=, UUID=,\n"
+	       "                              LABEL=, a device); default: the one mounted at\n"
+	       "                              /boot/firmware (or /boot)\n"
 	       "  --pcrs LIST                 tpm2: also bind to these PCRs (sha256 bank), e.g. 0,7\n"
 	       "  --key-file F                an existing passphrase that authorises ('-' = stdin);\n"
 	       "                              without it the passphrase is asked on the terminal\n"
@@ -26,7 +29,7 @@ static void help(void)
 	       "  --json                      print the result as JSON\n");
 }
 
-enum { OPT_HSM = 256, OPT_BIND, OPT_PCRS, OPT_KEY_FILE, OPT_PIN_FILE, OPT_RECOVERY, OPT_RMEM, OPT_RITER, OPT_JSON };
+enum { OPT_HSM = 256, OPT_BIND, OPT_PCRS, OPT_KEY_FILE, OPT_PIN_FILE, OPT_RECOVERY, OPT_RMEM, OPT_RITER, OPT_JSON, OPT_BOOT_DEV };
 
 static const struct option options[] = {
 	{ "hsm", required_argument, NULL, OPT_HSM },
@@ -38,6 +41,7 @@ static const struct option options[] = {
 	{ "recovery-pbkdf-memory", required_argument, NULL, OPT_RMEM },
 	{ "recovery-pbkdf-iterations", required_argument, NULL, OPT_RITER },
 	{ "json", no_argument, NULL, OPT_JSON },
+	{ "boot-dev", required_argument, NULL, OPT_BOOT_DEV },
 	{ "help", no_argument, NULL, 'h' },
 	{ 0 },
 };
@@ -97,6 +101,7 @@ int cmd_enroll(int argc, char **argv)
 		case OPT_PIN_FILE: pin_file = optarg; break;
 		case OPT_RECOVERY: p.recovery_key = true; break;
 		case OPT_JSON: json = true; break;
+		case OPT_BOOT_DEV: p.boot_spec = optarg; break;
 		case OPT_RMEM:
 			if ((r = cli_parse_uint("enroll", "--recovery-pbkdf-memory", optarg, &p.recovery_cost.memory_kb)))
 				return r;

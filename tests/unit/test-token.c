@@ -73,11 +73,47 @@ static void expect_broken(const char *from, const char *to, int err, const char 
 		lr_token_done(&t);
 }
 
+static const char boot[] =
+	"{\"type\":\"lockroot\",\"keyslots\":[\"1\"],\"lockroot_version\":2,\"backend\":\"tpm2\","
+	"\"bind\":[{\"name\":\"dmi-uuid\",\"check\":\"a1b2\"},{\"name\":\"boot-files\",\"check\":\"0f0e\"}],"
+	"\"bind_salt\":\"AAECAwQFBgcICQoLDA0ODw==\",\"boot_files\":{\"device\":\"PARTUUID=6c72706c-01\",\"files\":["
+	"{\"path\":\"config.txt\",\"sha256\":\"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"},"
+	"{\"path\":\"overlays/x.dtbo\",\"sha256\":\"-\"}]},\"tpm2\":{\"tcti\":\"device:/dev/tpmrm0\"}}";
+
+/* A token bound to the boot files: version 2, the record of the files round-trips; a token
+ * without boot files is still written as version 1 (older lockroots read it). */
+static void test_boot_files(void)
+{
+	struct lr_token t, u;
+	char *json = NULL;
+
+	CHECK(lr_token_parse(boot, &t) == 0);
+	CHECK(t.version == 2 && (t.bind_mask & (1u << LR_COMP_BOOT_FILES)));
+	CHECK(t.boot_spec && strcmp(t.boot_spec, "PARTUUID=6c72706c-01") == 0);
+	CHECK(t.boot_files.n == 2 && strcmp(t.boot_files.f[1].path, "overlays/x.dtbo") == 0 &&
+	      strcmp(t.boot_files.f[1].sha256, "-") == 0);
+	CHECK(lr_token_format(&t, &json) == 0);
+	CHECK(json && strstr(json, "\"lockroot_version\":2") && lr_token_parse(json, &u) == 0);
+	CHECK(u.boot_files.n == 2 && strcmp(u.boot_files.f[0].sha256, t.boot_files.f[0].sha256) == 0);
+	lr_token_done(&u);
+	lr_token_done(&t);
+	free(json);
+	CHECK(lr_token_parse(good, &t) == 0);
+	CHECK(lr_token_format(&t, &json) == 0);
+	CHECK(json && strstr(json, "\"lockroot_version\":1"));
+	lr_token_done(&t);
+	free(json);
+}
+
 static void test_broken(void)
 {
 	expect_broken("{\"type\"", "[\"type\"", -EBADMSG, "JSON");
 	expect_broken("}}", "}", -EBADMSG, "JSON");
-	expect_broken("\"lockroot_version\":1", "\"lockroot_version\":2", -EPROTONOSUPPORT, "newer");
+	expect_broken("\"lockroot_version\":1", "\"lockroot_version\":3", -EPROTONOSUPPORT, "newer");
+	/* boot-files in "bind" and a "boot_files" record go together */
+	expect_broken("\"sd-cid\"", "\"boot-files\"", -EBADMSG, "boot_files");
+	expect_broken("\"bind_salt\"", "\"boot_files\":{\"device\":\"/b\",\"files\":[]},\"bind_salt\"", -EBADMSG,
+		      "boot_files");
 	expect_broken("\"lockroot_version\":1", "\"lockroot_version\":\"1\"", -EBADMSG, "lockroot_version");
 	expect_broken("\"lockroot_version\":1", "\"lockroot_version\":0", -EBADMSG, "lockroot_version");
 	expect_broken("[\"3\"]", "[\"3\",\"4\",\"5\"]", -EBADMSG, "keyslots");
@@ -129,6 +165,7 @@ int main(void)
 {
 	lr_set_log(capture, NULL);
 	test_roundtrip();
+	test_boot_files();
 	test_broken();
 	test_recovery_key();
 	if (failures)

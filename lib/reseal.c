@@ -1,0 +1,253 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Re-lock the key of every token bound to the boot files to the boot files as they are now
+ * (after a kernel or initramfs update on the running system).
+ *
+ * The HSM gives the key back only for the binding it was locked to: the host as it is and
+ * the boot files as the token recorded them. The key is then locked again to the boot files
+ * as they are, proven to unlock, and the new token written before the old one is removed:
+ * a power cut in between leaves two tokens, each good for its own boot files.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "lockroot.h"
+#include "luks-internal.h"
+
+/* What the backend needs to lock again: the TCTI / URI and PCRs the token was made with. */
+static int hsm_from_token(const struct lr_token *t, const struct lr_hsm *override, struct lr_hsm *hsm)
+{
+	struct json_object *v, *pcr;
+
+	memset(hsm, 0, sizeof(*hsm));
+	hsm->backend = lr_backend_find(t->backend);
+	if (!hsm->backend)
+		return lr_error_code(-ENODEV, "the token needs the '%s' HSM backend, which this lockroot lacks", t->backend);
+	if (override && override->backend && override->backend != hsm->backend)
+		return lr_error_code(-EINVAL, "--hsm names %s but the token was made with %s", override->backend->name,
+				     t->backend);
+	if (override && override->config)
+		hsm->config = override->config;
+	else if (json_object_object_get_ex(t->backend_data, strcmp(t->backend, "tpm2") == 0 ? "tcti" : "uri", &v) &&
+		 json_object_is_type(v, json_type_string))
+		hsm->config = (char *)json_object_get_string(v);
+	if (override)
+		hsm->pin = override->pin;
+	if (json_object_object_get_ex(t->backend_data, "pcrs", &v) && json_object_is_type(v, json_type_array))
+		for (size_t i = 0; i < json_object_array_length(v); i++) {
+			pcr = json_object_array_get_idx(v, i);
+			if (json_object_is_type(pcr, json_type_int) && json_object_get_int(pcr) >= 0 &&
+			    json_object_get_int(pcr) < 32)
+				hsm->pcr_mask |= 1u << json_object_get_int(pcr);
+		}
+	return 0;
+}
+
+static int relock(struct crypt_device *cd, const char *device, int id, const struct lr_token *t,
+		  struct lr_bootfiles *now, const struct lr_hsm *override)
+{
+	_cleanup_token_ struct lr_token nt = { 0 };
+	_cleanup_secret_ struct lr_secret *key = NULL, *back = NULL;
+	_cleanup_free_ char *json = NULL;
+	struct lr_hsm hsm;
+	uint8_t digest[32];
+	char value[65];
+	int r, nid;
+
+	r = hsm_from_token(t, override, &hsm);
+	if (r < 0)
+		return r;
+	r = lr_binding_verify(device, t, true, digest);
+	if (r < 0)
+		return r;
+	r = hsm.backend->unlock(&hsm, t->backend_data, digest, &key);
+	explicit_bzero(digest, sizeof(digest));
+	if (r < 0)
+		return lr_error_code(r, "the %s HSM does not give the key of token %d back for the boot files it "
+				     "recorded: nothing was changed", t->backend, id);
+
+	/* The new token: the same keyslot, bindings and salt; the boot files as they are now. */
+	nt.version = t->version;
+	nt.keyslot = t->keyslot;
+	memcpy(nt.backend, t->backend, sizeof(nt.backend));
+	nt.bind_mask = t->bind_mask;
+	memcpy(nt.bind_check, t->bind_check, sizeof(nt.bind_check));
+	memcpy(nt.bind_salt, t->bind_salt, sizeof(nt.bind_salt));
+	nt.boot_spec = strdup(t->boot_spec);
+	nt.boot_files = *now;
+	memset(now, 0, sizeof(*now));
+	nt.backend_data = json_object_new_object();
+	if (!nt.boot_spec || !nt.backend_data)
+		return -ENOMEM;
+	r = lr_bootfiles_value(&nt.boot_files, value);
+	if (r >= 0)
+		r = lr_component_check(nt.bind_salt, LR_COMP_BOOT_FILES, value, nt.bind_check[LR_COMP_BOOT_FILES]);
+	if (r >= 0)
+		r = lr_binding_verify(device, &nt, true, digest);
+	if (r < 0)
+		return r;
+	r = hsm.backend->lock(&hsm, key, digest, nt.backend_data);
+	if (r >= 0) {
+		struct lr_hsm boot = { .backend = hsm.backend, .config = NULL, .pin = hsm.pin };
+
+		r = hsm.backend->unlock(&boot, nt.backend_data, digest, &back);
+		if (r >= 0 && lr_secret_cmp(key, back) != 0)
+			r = lr_error_code(-EIO, "the %s HSM returned a different key: nothing was changed", t->backend);
+	}
+	explicit_bzero(digest, sizeof(digest));
+	if (r < 0)
+		return r;
+	r = lr_token_format(&nt, &json);
+	if (r < 0)
+		return r;
+	/* New token first, then the old one goes. */
+	nid = crypt_token_json_set(cd, CRYPT_ANY_TOKEN, json);
+	if (nid < 0)
+		return lr_error_code(nid, "cannot write the new lockroot token: %s; nothing was changed", strerror(-nid));
+	r = crypt_token_json_set(cd, id, NULL);
+	if (r < 0)
+		return lr_error_code(r, "cannot remove the old token %d (token %d holds the new lock): %s", id, nid,
+				     strerror(-r));
+	lr_info("token %d (keyslot %d) locked again to the boot files as they are now (now token %d)", id,
+		t->keyslot, nid);
+	return nid;
+}
+
+int lr_reseal(const char *device, const struct lr_hsm *override, int *resealed)
+{
+	_cleanup_crypt_ struct crypt_device *cd = NULL;
+	int r, bound = 0, done = 0, ids[32], n = 0;
+
+	if (resealed)
+		*resealed = 0;
+	r = lr_luks2_load(device, false, &cd);
+	if (r < 0)
+		return r;
+	/* Collect first: relocking adds tokens. */
+	for (int id = 0; id < crypt_token_max(CRYPT_LUKS2) && n < (int)LR_ELEMENTSOF(ids); id++) {
+		const char *type;
+
+		if (crypt_token_status(cd, id, &type) != CRYPT_TOKEN_INACTIVE && type && strcmp(type, LR_TOKEN_TYPE) == 0)
+			ids[n++] = id;
+	}
+	for (int i = 0; i < n; i++) {
+		_cleanup_token_ struct lr_token t = { 0 };
+		_cleanup_bootfiles_ struct lr_bootfiles now = { 0 };
+		char was[65], is[65];
+		const char *json;
+
+		r = crypt_token_json_get(cd, ids[i], &json);
+		if (r < 0)
+			return lr_error_code(r, "cannot read token %d of %s: %s", ids[i], device, strerror(-r));
+		r = lr_token_parse(json, &t);
+		if (r < 0)
+			return r;
+		if (!(t.bind_mask & (1u << LR_COMP_BOOT_FILES)))
+			continue;
+		bound++;
+		if (crypt_reencrypt_status(cd, NULL) != CRYPT_REENCRYPT_NONE)
+			return lr_error_code(-EBUSY, "%s is being re-encrypted: reseal when that has finished", device);
+		r = lr_bootfiles_measure_spec(t.boot_spec, &now);
+		if (r < 0)
+			return r;
+		r = lr_bootfiles_value(&t.boot_files, was);
+		if (r >= 0)
+			r = lr_bootfiles_value(&now, is);
+		if (r < 0)
+			return r;
+		if (strcmp(was, is) == 0) {
+			lr_debug("token %d: the boot files are as recorded", ids[i]);
+			continue;
+		}
+		lr_log_demote(1);
+		(void)lr_bootfiles_explain(&t.boot_files, &now); /* what changed, as information */
+		lr_log_demote(-1);
+		r = relock(cd, device, ids[i], &t, &now, override);
+		if (r < 0)
+			return r;
+		done++;
+	}
+	if (bound == 0)
+		return lr_error_code(-ENOMSG, "%s has no lockroot token bound to the boot files", device);
+	if (resealed)
+		*resealed = done;
+	return 0;
+}
+
+/* The boot files changed behind lockroot's back (or the HSM no longer gives the key back):
+ * a new key for the boot files as they are now, authorised by a passphrase (the recovery key),
+ * then the old token and its keyslot go. */
+int lr_reseal_with_passphrase(const char *device, const struct lr_hsm *override, const struct lr_secret *pass,
+			      int *resealed)
+{
+	int done = 0, r;
+
+	if (resealed)
+		*resealed = 0;
+	for (;;) {
+		_cleanup_crypt_ struct crypt_device *cd = NULL;
+		_cleanup_token_ struct lr_token t = { 0 };
+		struct lr_enroll_params p = { 0 };
+		struct lr_enroll_result res = { 0 };
+		struct lr_hsm hsm;
+		int id = -1, new_token, new_slot;
+
+		r = lr_luks2_load(device, false, &cd);
+		if (r < 0)
+			return r;
+		/* The next boot-files token not made by this run (new ones carry the present files). */
+		for (int i = 0; i < crypt_token_max(CRYPT_LUKS2) && id < 0; i++) {
+			_cleanup_bootfiles_ struct lr_bootfiles now = { 0 };
+			const char *type, *json;
+			char was[65], is[65];
+
+			if (crypt_token_status(cd, i, &type) == CRYPT_TOKEN_INACTIVE || !type ||
+			    strcmp(type, LR_TOKEN_TYPE) != 0 || crypt_token_json_get(cd, i, &json) < 0)
+				continue;
+			lr_token_done(&t);
+			if (lr_token_parse(json, &t) < 0 || !(t.bind_mask & (1u << LR_COMP_BOOT_FILES)))
+				continue;
+			r = lr_bootfiles_measure_spec(t.boot_spec, &now);
+			if (r < 0)
+				return r;
+			if (lr_bootfiles_value(&t.boot_files, was) < 0 || lr_bootfiles_value(&now, is) < 0)
+				return -ENOMEM;
+			if (strcmp(was, is) != 0)
+				id = i;
+		}
+		if (id < 0)
+			break;
+		r = hsm_from_token(&t, override, &hsm);
+		if (r < 0)
+			return r;
+		p.device = device;
+		p.hsm = &hsm;
+		p.bind_mask = t.bind_mask;
+		p.boot_spec = t.boot_spec;
+		p.passphrase = pass;
+		crypt_free(cd);
+		cd = NULL;
+		r = lr_enroll(&p, &res);
+		new_token = res.token;
+		new_slot = res.keyslot;
+		lr_enroll_result_done(&res);
+		if (r < 0)
+			return r;
+		r = lr_luks2_load(device, false, &cd);
+		if (r < 0)
+			return r;
+		r = crypt_token_json_set(cd, id, NULL);
+		if (r >= 0 && crypt_keyslot_status(cd, t.keyslot) >= CRYPT_SLOT_ACTIVE)
+			r = crypt_keyslot_destroy(cd, t.keyslot);
+		if (r < 0)
+			return lr_error_code(r, "cannot remove the old token %d / keyslot %d: %s", id, t.keyslot,
+					     strerror(-r));
+		lr_info("token %d and keyslot %d replaced by token %d, keyslot %d, locked to the boot files as they "
+			"are now", id, t.keyslot, new_token, new_slot);
+		done++;
+	}
+	if (resealed)
+		*resealed = done;
+	return 0;
+}
