@@ -30,6 +30,7 @@ for f in ./usr/sbin/lockroot ./usr/lib/lockroot/keyscript \
 	./lib/x86_64-linux-gnu/cryptsetup/libcryptsetup-token-lockroot.so \
 	./usr/share/initramfs-tools/hooks/lockroot ./usr/share/initramfs-tools/scripts/init-premount/lockroot-convert \
 	./usr/lib/dracut/modules.d/90lockroot/module-setup.sh ./etc/kernel/postinst.d/zz-lockroot \
+	./etc/initramfs/post-update.d/zz-lockroot ./usr/share/man/man8/lockroot-reseal.8.gz \
 	./usr/lib/systemd/system/lockroot-convert.service ./usr/lib/systemd/system/lockroot-migrate.service \
 	./usr/share/bash-completion/completions/lockroot ./usr/share/man/man8/lockroot.8.gz; do
 	grep -qxF "$f" "$T/contents" || fail "the package lacks $f"

@@ -48,7 +48,8 @@ installkernel() {
 	hostonly='' instmods tpm_tis tpm_tis_core tpm_crb tpm_tis_spi tpm_tis_i2c tpm_tis_i2c_cr50 \
 		spi_bcm2835 i2c_bcm2835 dm_crypt aes aes_generic aesni_intel aes_neon_blk aes_neon_bs \
 		xts cbc essiv adiantum nhpoly1305 nhpoly1305_sse2 nhpoly1305_avx2 nhpoly1305_neon \
-		chacha_generic chacha_x86_64 chacha_neon sha256_generic sha256_ssse3 sha256_arm64
+		chacha_generic chacha_x86_64 chacha_neon sha256_generic sha256_ssse3 sha256_arm64 \
+		vfat nls_cp437 nls_ascii nls_iso8859_1
 	return 0
 }
 
