@@ -24,15 +24,17 @@ file -b "$W/build-arm64/src/lockroot" | grep -q 'ARM aarch64' || fail "build-arm
 file -b "$W/build-armhf/src/lockroot" | grep -q 'ARM, EABI5' || fail "build-armhf/src/lockroot: $(file -b "$W/build-armhf/src/lockroot")"
 
 info "the unit tests of both cross builds under qemu-user (armhf: 32-bit size_t and time_t)"
-need qemu-aarch64 qemu-arm
+# qemu-user gives qemu-aarch64, qemu-user-static (what setup.sh installs) qemu-aarch64-static.
+qemu_for() { command -v "qemu-$1" || command -v "qemu-$1-static" || skip "neither qemu-$1 nor qemu-$1-static is installed"; }
 for a in arm64:aarch64:aarch64-linux-gnu armhf:arm:arm-linux-gnueabihf; do
 	IFS=: read -r arch q triplet <<<"$a"
+	qemu=$(qemu_for "$q") || exit 77
 	n=0
 	for t in "$W/build-$arch"/tests/test-*; do
 		[ -f "$t" ] && [ -x "$t" ] || continue
 		case ${t##*/} in test-backend-*) continue ;; esac  # programs for the integration tests
-		LOCKROOT_TEST_QEMU_USER=1 QEMU_LD_PREFIX=/usr/$triplet TMPDIR=$T timeout 300 "qemu-$q" "$t" \
-			>"$T/unit.log" 2>&1 || { cat "$T/unit.log" >&2; fail "$arch ${t##*/} under qemu-$q"; }
+		LOCKROOT_TEST_QEMU_USER=1 QEMU_LD_PREFIX=/usr/$triplet TMPDIR=$T timeout 300 "$qemu" "$t" \
+			>"$T/unit.log" 2>&1 || { cat "$T/unit.log" >&2; fail "$arch ${t##*/} under ${qemu##*/}"; }
 		n=$((n + 1))
 	done
 	[ $n -ge 9 ] || fail "$arch: only $n unit tests found in build-$arch/tests"
