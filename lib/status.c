@@ -42,6 +42,14 @@ static struct json_object *describe_lockroot_token(const char *json)
 		if (t.bind_mask & (1u << i))
 			json_object_array_add(bind, json_object_new_string(lr_component_name(i)));
 	json_object_object_add(o, "bind", bind);
+	if (t.boot_spec) {
+		struct json_object *files = json_object_new_array();
+
+		json_object_object_add(o, "boot_device", json_object_new_string(t.boot_spec));
+		for (size_t i = 0; files && i < t.boot_files.n; i++)
+			json_object_array_add(files, json_object_new_string(t.boot_files.f[i].path));
+		json_object_object_add(o, "boot_files", files);
+	}
 	b = lr_backend_find(t.backend);
 	if (b && b->describe)
 		b->describe(t.backend_data, o);
