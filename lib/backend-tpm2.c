@@ -7,10 +7,16 @@
  * With PCRs, the policy is PolicyPCR + PolicyAuthValue. Commands that carry the key run in
  * sessions salted with the primary and encrypted with AES-128-CFB.
  *
+ * With the fuse (lr_hsm.tpm2_fuse: tamper response), the sealed object's parent is not the
+ * primary but an ordinary ECC storage key created under it and made persistent at
+ * LR_TPM2_FUSE_HANDLE; its private part exists only inside the TPM. Evicting it (destroy)
+ * makes every object sealed under it unloadable, including copies of the token in old
+ * copies of the header: the primary can be recreated from the seed, the fuse cannot.
+ *
  * Token object (no secrets):
  *   { "tcti": "device:/dev/tpmrm0", "primary": "ecc-p256-srk",
  *     "public": "<base64 TPM2B_PUBLIC>", "private": "<base64 TPM2B_PRIVATE>",
- *     "pcrs": [7], "pcr_bank": "sha256" }
+ *     "pcrs": [7], "pcr_bank": "sha256", "fuse": "0x81004c52" (only with the fuse) }
  */
 #include <errno.h>
 #include <stdio.h>
@@ -35,6 +41,7 @@
 #define TPM2_AUTH_LABEL "lockroot-tpm2-auth-v1"
 #define TPM2_PCR_COUNT 24
 #define TPM2_SEAL_MAX 128  /* MAX_SYM_DATA of the TPM spec (tpm2-tss's buffer is larger) */
+#define LR_TPM2_FUSE_HANDLE 0x81004c52u /* owner persistent range; "LR" */
 
 struct tpm2 {
 	const char *tcti_conf;
@@ -44,10 +51,11 @@ struct tpm2 {
 	ESYS_TR session;  /* salted HMAC session */
 	ESYS_TR policy;   /* salted policy session (unlock with PCRs) */
 	ESYS_TR object;
+	ESYS_TR parent;   /* the primary, or the fuse (persistent: never flushed) */
 };
 
 #define TPM2_INIT { .primary = ESYS_TR_NONE, .session = ESYS_TR_NONE, \
-		    .policy = ESYS_TR_NONE, .object = ESYS_TR_NONE }
+		    .policy = ESYS_TR_NONE, .object = ESYS_TR_NONE, .parent = ESYS_TR_NONE }
 
 /* ECC rather than RSA: fast to recreate each time (docs/decisions.md). */
 const TPM2B_PUBLIC lr_tpm2_primary_template = {
@@ -408,12 +416,66 @@ static int tpm2_seal(struct tpm2 *t, const struct lr_secret *key, const uint8_t 
 	r = tpm2_session_attrs(t, t->session, TPMA_SESSION_DECRYPT);
 	if (r < 0)
 		goto out;
-	rc = Esys_Create(t->esys, t->primary, t->session, ESYS_TR_NONE, ESYS_TR_NONE, &sens, &tmpl,
-			 &outside, &creation_pcr, priv, pub, NULL, NULL, NULL);
+	rc = Esys_Create(t->esys, t->parent != ESYS_TR_NONE ? t->parent : t->primary, t->session, ESYS_TR_NONE,
+			 ESYS_TR_NONE, &sens, &tmpl, &outside, &creation_pcr, priv, pub, NULL, NULL, NULL);
 	if (rc != TSS2_RC_SUCCESS)
 		r = tpm2_fail(t, rc, "Create (sealed object)", -EIO);
 out:
 	explicit_bzero(&sens, sizeof(sens));
+	return r;
+}
+
+/* The fuse at its persistent handle: 0 (t->parent set), -ENOKEY when it is not there. */
+static int fuse_find(struct tpm2 *t)
+{
+	TSS2_RC rc;
+
+	rc = Esys_TR_FromTPMPublic(t->esys, LR_TPM2_FUSE_HANDLE, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &t->parent);
+	if (rc == TSS2_RC_SUCCESS)
+		return 0;
+	t->parent = ESYS_TR_NONE;
+	if (tpm2_rc_is_absent(rc))
+		return tpm2_fail(t, rc, "ReadPublic (fuse)", -EIO);
+	return -ENOKEY;
+}
+
+/* A new storage key under the primary, random (sensitiveDataOrigin), made persistent; its
+ * private blob is dropped: the TPM holds the only copy. */
+static int fuse_create(struct tpm2 *t)
+{
+	const TPM2B_SENSITIVE_CREATE sens = { 0 };
+	const TPM2B_DATA outside = { 0 };
+	const TPML_PCR_SELECTION creation_pcr = { 0 };
+	TPM2B_PUBLIC *pub = NULL;
+	TPM2B_PRIVATE *priv = NULL;
+	ESYS_TR loaded = ESYS_TR_NONE;
+	TSS2_RC rc;
+	int r = 0;
+
+	r = tpm2_session_attrs(t, t->session, 0);
+	if (r < 0)
+		return r;
+	rc = Esys_Create(t->esys, t->primary, t->session, ESYS_TR_NONE, ESYS_TR_NONE, &sens,
+			 &lr_tpm2_primary_template, &outside, &creation_pcr, &priv, &pub, NULL, NULL, NULL);
+	if (rc != TSS2_RC_SUCCESS)
+		return tpm2_fail(t, rc, "Create (fuse storage key)", -EIO);
+	rc = Esys_Load(t->esys, t->primary, t->session, ESYS_TR_NONE, ESYS_TR_NONE, priv, pub, &loaded);
+	if (priv)
+		explicit_bzero(priv, sizeof(*priv));
+	Esys_Free(priv);
+	Esys_Free(pub);
+	if (rc != TSS2_RC_SUCCESS)
+		return tpm2_fail(t, rc, "Load (fuse storage key)", -EIO);
+	rc = Esys_EvictControl(t->esys, ESYS_TR_RH_OWNER, loaded, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
+			       LR_TPM2_FUSE_HANDLE, &t->parent);
+	tpm2_flush(t, &loaded);
+	if (rc != TSS2_RC_SUCCESS) {
+		t->parent = ESYS_TR_NONE;
+		if (tpm2_rc_base(rc) == TPM2_RC_NV_SPACE)
+			return lr_error_code(-ENOSPC, "TPM at %s has no room for another persistent key", t->tcti_conf);
+		return tpm2_fail(t, rc, "EvictControl (make the fuse persistent)", -EIO);
+	}
+	lr_info("created the TPM fuse key at persistent handle 0x%08x", LR_TPM2_FUSE_HANDLE);
 	return r;
 }
 
@@ -439,10 +501,23 @@ static int tpm2_lock(const struct lr_hsm *hsm, const struct lr_secret *key,
 	r = tpm2_start_session(&t, TPM2_SE_HMAC, &t.session);
 	if (r < 0)
 		goto out;
+	if (hsm->tpm2_fuse) {
+		r = fuse_find(&t);
+		if (r == -ENOKEY)
+			r = fuse_create(&t);
+		if (r < 0)
+			goto out;
+	}
 	r = tpm2_seal(&t, key, binding, mask, &pub, &priv);
 	if (r < 0)
 		goto out;
 	r = store_obj(obj, t.tcti_conf, mask, pub, priv);
+	if (r >= 0 && hsm->tpm2_fuse) {
+		char h[16];
+
+		snprintf(h, sizeof(h), "0x%08x", LR_TPM2_FUSE_HANDLE);
+		r = obj_add(obj, "fuse", json_object_new_string(h));
+	}
 out:
 	Esys_Free(pub);
 	Esys_Free(priv);
@@ -546,6 +621,22 @@ static int get_private(struct json_object *obj, TPM2B_PRIVATE *priv)
 	return 0;
 }
 
+/* "fuse": absent (sealed under the primary) or lockroot's fuse handle. */
+static int get_fuse(struct json_object *obj, bool *fuse)
+{
+	struct json_object *v;
+	char h[16];
+
+	*fuse = false;
+	if (!json_object_object_get_ex(obj, "fuse", &v))
+		return 0;
+	snprintf(h, sizeof(h), "0x%08x", LR_TPM2_FUSE_HANDLE);
+	if (!json_object_is_type(v, json_type_string) || strcmp(json_object_get_string(v), h) != 0)
+		return lr_error_code(-EBADMSG, "tpm2 token data: \"fuse\" is not lockroot's fuse handle %s", h);
+	*fuse = true;
+	return 0;
+}
+
 /* Every field, as unlock needs it. *tcti may be NULL (not an error here). */
 static int parse_obj(struct json_object *obj, TPM2B_PUBLIC *pub, TPM2B_PRIVATE *priv,
 		     uint32_t *mask, const char **tcti)
@@ -576,7 +667,8 @@ static int tpm2_load(struct tpm2 *t, const TPM2B_PUBLIC *pub, const TPM2B_PRIVAT
 	r = tpm2_session_attrs(t, t->session, 0);
 	if (r < 0)
 		return r;
-	rc = Esys_Load(t->esys, t->primary, t->session, ESYS_TR_NONE, ESYS_TR_NONE, priv, pub, &t->object);
+	rc = Esys_Load(t->esys, t->parent != ESYS_TR_NONE ? t->parent : t->primary, t->session, ESYS_TR_NONE,
+		       ESYS_TR_NONE, priv, pub, &t->object);
 	if (rc == TSS2_RC_SUCCESS)
 		return 0;
 	t->object = ESYS_TR_NONE;
@@ -676,9 +768,12 @@ static int tpm2_unlock(const struct lr_hsm *hsm, struct json_object *obj,
 	TPM2B_PRIVATE priv;
 	const char *tcti = NULL;
 	uint32_t mask = 0;
+	bool fuse = false;
 	int r;
 
 	r = parse_obj(obj, &pub, &priv, &mask, &tcti);
+	if (r >= 0)
+		r = get_fuse(obj, &fuse);
 	if (r < 0)
 		goto out;
 	if (hsm && hsm->config)
@@ -692,6 +787,15 @@ static int tpm2_unlock(const struct lr_hsm *hsm, struct json_object *obj,
 	r = tpm2_start_session(&t, TPM2_SE_HMAC, &t.session);
 	if (r < 0)
 		goto out;
+	if (fuse) {
+		r = fuse_find(&t);
+		if (r == -ENOKEY)
+			r = lr_error_code(-ENOKEY, "the TPM at %s no longer has the fuse key (persistent handle 0x%08x) "
+					  "this key was sealed under: it was destroyed (tamper response?); unlock with the "
+					  "recovery key", t.tcti_conf, LR_TPM2_FUSE_HANDLE);
+		if (r < 0)
+			goto out;
+	}
 	r = tpm2_load(&t, &pub, &priv);
 	if (r < 0)
 		goto out;
@@ -743,6 +847,52 @@ static int tpm2_describe(struct json_object *obj, struct json_object *out)
 		r = copy_field(obj, out, "pcr_bank", json_type_string);
 	if (r >= 0)
 		r = copy_field(obj, out, "primary", json_type_string);
+	if (r >= 0)
+		r = copy_field(obj, out, "fuse", json_type_string);
+	return r;
+}
+
+/* Evict the fuse: every key sealed under it (this token's, and any copy of it) is gone. A token
+ * sealed under the primary has nothing inside the TPM: -EOPNOTSUPP. */
+static int tpm2_destroy(const struct lr_hsm *hsm, struct json_object *obj)
+{
+	struct tpm2 t = TPM2_INIT;
+	ESYS_TR out = ESYS_TR_NONE;
+	const char *tcti = NULL;
+	bool fuse = false;
+	TSS2_RC rc;
+	int r;
+
+	r = get_fuse(obj, &fuse);
+	if (r < 0)
+		return r;
+	if (!fuse)
+		return -EOPNOTSUPP;
+	if (hsm && hsm->config)
+		tcti = hsm->config;
+	else if (get_string(obj, "tcti", &tcti) < 0)
+		tcti = NULL;
+	r = tpm2_open(&t, tcti);
+	if (r < 0)
+		goto out;
+	r = fuse_find(&t);
+	if (r == -ENOKEY) {
+		lr_info("the TPM fuse key (0x%08x) is already gone", LR_TPM2_FUSE_HANDLE);
+		r = 0;
+		goto out;
+	}
+	if (r < 0)
+		goto out;
+	rc = Esys_EvictControl(t.esys, ESYS_TR_RH_OWNER, t.parent, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
+			       LR_TPM2_FUSE_HANDLE, &out);
+	if (rc != TSS2_RC_SUCCESS)
+		r = tpm2_fail(&t, rc, "EvictControl (destroy the fuse)", -EIO);
+	else
+		lr_info("destroyed the TPM fuse key (0x%08x): keys sealed under it can never be unsealed again",
+			LR_TPM2_FUSE_HANDLE);
+	t.parent = ESYS_TR_NONE; /* evicted: the handle is stale */
+out:
+	tpm2_close(&t);
 	return r;
 }
 
@@ -752,8 +902,11 @@ static int tpm2_validate(struct json_object *obj)
 	TPM2B_PRIVATE priv;
 	const char *tcti;
 	uint32_t mask;
+	bool fuse;
+	int r;
 
-	return parse_obj(obj, &pub, &priv, &mask, &tcti);
+	r = parse_obj(obj, &pub, &priv, &mask, &tcti);
+	return r < 0 ? r : get_fuse(obj, &fuse);
 }
 
 const struct lr_backend lr_backend_tpm2 = {
@@ -763,6 +916,6 @@ const struct lr_backend lr_backend_tpm2 = {
 	.probe = tpm2_probe,
 	.describe = tpm2_describe,
 	.validate = tpm2_validate,
-	.destroy = NULL,  /* the sealed object lives only in the token: nothing inside the TPM */
+	.destroy = tpm2_destroy,
 	.keygen = NULL,
 };

@@ -14,6 +14,7 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "config.h"
@@ -28,6 +29,9 @@ struct lr_hsm {
 	                                 NULL: use what the token stored (unlock) or the default */
 	uint32_t pcr_mask;            /* tpm2: PCRs to bind (bit n = PCR n), 0 = none */
 	const struct lr_secret *pin;  /* PIN supplied by the caller (NULL: pin-source or none) */
+	bool tpm2_fuse;               /* tpm2 lock: seal under lockroot's persistent storage key
+	                                 (the "fuse", created when missing), which destroy evicts:
+	                                 every key sealed under it is then gone for good */
 };
 
 struct lr_backend {

@@ -19,6 +19,8 @@ static void help(void)
 	       "                              LABEL=, a device); default: the one mounted at\n"
 	       "                              /boot/firmware (or /boot)\n"
 	       "  --pcrs LIST                 tpm2: also bind to these PCRs (sha256 bank), e.g. 0,7\n"
+	       "  --tpm-fuse                  tpm2: seal under lockroot's persistent TPM key (the fuse),\n"
+	       "                              which tamper response destroys (lockroot-tamper(8))\n"
 	       "  --key-file F                an existing passphrase that authorises ('-' = stdin);\n"
 	       "                              without it the passphrase is asked on the terminal\n"
 	       "  --pin-file F                PKCS#11 user PIN (else the URI's pin-source)\n"
@@ -29,7 +31,7 @@ static void help(void)
 	       "  --json                      print the result as JSON\n");
 }
 
-enum { OPT_HSM = 256, OPT_BIND, OPT_PCRS, OPT_KEY_FILE, OPT_PIN_FILE, OPT_RECOVERY, OPT_RMEM, OPT_RITER, OPT_JSON, OPT_BOOT_DEV };
+enum { OPT_HSM = 256, OPT_BIND, OPT_PCRS, OPT_KEY_FILE, OPT_PIN_FILE, OPT_RECOVERY, OPT_RMEM, OPT_RITER, OPT_JSON, OPT_BOOT_DEV, OPT_FUSE };
 
 static const struct option options[] = {
 	{ "hsm", required_argument, NULL, OPT_HSM },
@@ -42,6 +44,7 @@ static const struct option options[] = {
 	{ "recovery-pbkdf-iterations", required_argument, NULL, OPT_RITER },
 	{ "json", no_argument, NULL, OPT_JSON },
 	{ "boot-dev", required_argument, NULL, OPT_BOOT_DEV },
+	{ "tpm-fuse", no_argument, NULL, OPT_FUSE },
 	{ "help", no_argument, NULL, 'h' },
 	{ 0 },
 };
@@ -89,7 +92,7 @@ int cmd_enroll(int argc, char **argv)
 	struct lr_enroll_result res = { 0 };
 	struct lr_hsm hsm = { 0 };
 	const char *spec = NULL, *pcrs = NULL, *bind = NULL, *key_file = NULL, *pin_file = NULL;
-	bool json = false;
+	bool json = false, fuse = false;
 	int c, r;
 
 	while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
@@ -102,6 +105,7 @@ int cmd_enroll(int argc, char **argv)
 		case OPT_RECOVERY: p.recovery_key = true; break;
 		case OPT_JSON: json = true; break;
 		case OPT_BOOT_DEV: p.boot_spec = optarg; break;
+		case OPT_FUSE: fuse = true; break;
 		case OPT_RMEM:
 			if ((r = cli_parse_uint("enroll", "--recovery-pbkdf-memory", optarg, &p.recovery_cost.memory_kb)))
 				return r;
@@ -123,6 +127,11 @@ int cmd_enroll(int argc, char **argv)
 	r = cli_bind_setup("enroll", bind, &p.bind_mask, &p.bind_default);
 	if (r)
 		goto out;
+	if (fuse && strcmp(hsm.backend->name, "tpm2") != 0) {
+		r = cli_usage_error("enroll", "--tpm-fuse is for --hsm tpm2");
+		goto out;
+	}
+	hsm.tpm2_fuse = fuse;
 	p.hsm = &hsm;
 	r = cli_read_passphrase(key_file, "an existing passphrase of the volume", &pass);
 	if (r < 0) {

@@ -380,6 +380,55 @@ static void check_wire(const char *pcap, const struct lr_secret *key)
 	       "the key never crosses the wire in clear (%zu bytes captured)", len);
 }
 
+/* The fuse (tamper response): keys sealed under lockroot's persistent storage key; evicting
+ * it (destroy) makes them unloadable for good, a copy of the token included, and a new fuse
+ * does not bring them back. A token sealed under the primary has nothing to destroy. */
+static void test_fuse(struct lr_hsm *hsm, const struct lr_secret *key, const uint8_t *good)
+{
+	struct lr_hsm fused = *hsm;
+	struct json_object *a = NULL, *b = NULL, *plain = NULL, *v;
+	double t0;
+	int r;
+
+	fused.tpm2_fuse = true;
+	r = do_lock(&fused, key, good, &a);
+	expect(r == 0 && json_object_object_get_ex(a, "fuse", &v) && strcmp(json_object_get_string(v), "0x81004c52") == 0,
+	       "lock under the fuse (r=%d): %s", r, a ? json_object_to_json_string(a) : "");
+	if (r < 0)
+		goto out;
+	last_log[0] = '\0';
+	r = do_lock(&fused, key, good, &b);
+	expect(r == 0 && !logged("created the TPM fuse"), "a second key under the same fuse (r=%d)", r);
+	expect(lr_backend_tpm2.validate(a) == 0, "validate a fused token");
+	expect(do_unlock(hsm, a, good, key) == 0 && do_unlock(hsm, b, good, key) == 0, "both unlock");
+	r = do_lock(hsm, key, good, &plain);
+	expect(r == 0 && lr_backend_tpm2.destroy(hsm, plain) == -EOPNOTSUPP,
+	       "destroy of a token sealed under the primary: -EOPNOTSUPP");
+	t0 = now_ms();
+	r = lr_backend_tpm2.destroy(hsm, a);
+	printf("time destroy (evict the fuse): %.2f ms\n", now_ms() - t0);
+	expect(r == 0, "destroy evicts the fuse (r=%d)", r);
+	last_log[0] = '\0';
+	r = do_unlock(hsm, a, good, key);
+	expect(r == -ENOKEY && logged("no longer has the fuse"), "the destroyed key: -ENOKEY (r=%d)", r);
+	expect(do_unlock(hsm, b, good, key) == -ENOKEY, "the other key under it: -ENOKEY");
+	expect(do_unlock(hsm, plain, good, key) == 0, "a key sealed under the primary is not affected");
+	expect(lr_backend_tpm2.destroy(hsm, b) == 0, "destroy again: nothing left, no error");
+	/* Re-arming creates another fuse at the same handle: the old blobs do not load under it. */
+	json_object_put(b);
+	b = NULL;
+	r = do_lock(&fused, key, good, &b);
+	expect(r == 0 && logged("created the TPM fuse"), "lock again: a new fuse (r=%d)", r);
+	r = do_unlock(hsm, a, good, key);
+	expect(r == -EKEYREJECTED, "the old token under the new fuse: -EKEYREJECTED (r=%d)", r);
+	expect(do_unlock(hsm, b, good, key) == 0, "the new key unlocks");
+	expect(lr_backend_tpm2.destroy(hsm, b) == 0, "clean up: destroy the new fuse");
+out:
+	json_object_put(a);
+	json_object_put(b);
+	json_object_put(plain);
+}
+
 int main(int argc, char **argv)
 {
 	struct lr_hsm hsm = { .backend = &lr_backend_tpm2 };
@@ -408,6 +457,7 @@ int main(int argc, char **argv)
 	test_basic(&hsm, key, good, bad);
 	test_pcr(&hsm, key, good, bad);
 	test_corrupt(&hsm, key, good, argc > 2 ? argv[2] : NULL);
+	test_fuse(&hsm, key, good);
 	test_absent(key, good);
 	obj = json_object_new_string("x");
 	expect(lr_backend_tpm2.validate(obj) == -EBADMSG, "validate a non-object");

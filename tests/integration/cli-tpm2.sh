@@ -108,4 +108,16 @@ expect_ok "$LOCKROOT" unlock "$IMG2" --test
 tpm2_pcrextend -T "$TCTI" 16:sha256=0000000000000000000000000000000000000000000000000000000000000001 \
 	|| fail "tpm2_pcrextend"
 expect_fail 5 'PCR' "$LOCKROOT" unlock "$IMG2" --test
+
+info "--tpm-fuse: sealed under lockroot's persistent TPM key; once it is evicted the key is gone"
+need tpm2_evictcontrol tpm2_getcap
+make_luks2 "$IMG2"
+expect_ok "$LOCKROOT" enroll "$IMG2" --hsm "$HSM" --key-file "$T/pass" --bind board-serial --tpm-fuse
+tpm2_getcap -T "$TCTI" handles-persistent | grep -q 0x81004C52 || fail "no persistent fuse key in the TPM"
+"$LOCKROOT" status "$IMG2" --json | jq -e '.[0].tokens[] | select(.type=="lockroot") | .fuse == "0x81004c52"' >/dev/null \
+	|| fail "status does not show the fuse"
+expect_ok "$LOCKROOT" unlock "$IMG2" --test
+expect_fail 2 'tpm2' "$LOCKROOT" enroll "$IMG2" --hsm pkcs11:token=x --key-file "$T/pass" --tpm-fuse
+tpm2_evictcontrol -T "$TCTI" -C o -c 0x81004c52 >/dev/null || fail "tpm2_evictcontrol"
+expect_fail 5 'no longer has the fuse key' "$LOCKROOT" unlock "$IMG2" --test
 exit 0
