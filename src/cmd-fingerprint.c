@@ -91,6 +91,18 @@ int cmd_fingerprint(int argc, char **argv)
 	r = lr_fingerprint_read(device, &fp);
 	if (r < 0)
 		return lr_exit_code(r);
+	{
+		/* The boot files of the running system, where they are mounted (best effort: an
+		 * error only when --bind names them, through the digest below). */
+		_cleanup_free_ char *spec = NULL;
+		struct lr_bootfiles bf = { 0 };
+
+		lr_log_demote(1);
+		if (lr_bootdir_default_spec(&spec) == 0 && lr_bootfiles_measure_spec(spec, &bf) == 0)
+			(void)lr_fingerprint_set_boot_files(&fp, &bf, spec);
+		lr_log_demote(-1);
+		lr_bootfiles_done(&bf);
+	}
 	if (def)
 		mask = lr_fingerprint_default_mask(&fp);
 	r = lr_fingerprint_digest(&fp, mask, digest);
