@@ -90,7 +90,7 @@ expect_ok "$LOCKROOT" enroll "$IMG" --hsm "$HSM" --key-file "$T/pass"
 expect_ok "$LOCKROOT" keygen --hsm "$URI"
 expect_ok "$LOCKROOT" enroll "$IMG" --hsm "$URI" --key-file "$T/pass"
 "$LOCKROOT" status "$IMG" --json >"$T/status.json" || fail "lockroot status"
-TOK_TPM=$(jq -r '.[0].tokens[] | select(.type == "lockroot" and .backend == "tpm2") | .id' "$T/status.json")
+TOK_TPM=$(jq -r '.[0].tokens[] | select(.type == "lockroot" and .backend == "tpm2") | .id' "$T/status.json" | head -1)
 TOK_P11=$(jq -r '.[0].tokens[] | select(.type == "lockroot" and .backend == "pkcs11") | .id' "$T/status.json")
 BIND=$(jq -r '.[0].tokens[0].bind | join(",")' "$T/status.json")
 [ -n "$TOK_TPM" ] && [ -n "$TOK_P11" ] || fail "enroll did not leave a tpm2 and a pkcs11 token"
@@ -103,8 +103,24 @@ ARGON=$(cryptsetup luksDump "$IMG" | awk '/^  3: luks2/ { s = 1 } s && /^  4: / 
 	s && /Time cost:/ { t = $3 } s && /Memory:/ { m = $2 } s && /Threads:/ { p = $2 }
 	END { printf "Argon2id t=%s, m=%d MiB, p=%s", t, m / 1024, p }')
 
-# --- check the key, five ways -------------------------------------------------------------
+# A boot partition the size of Raspberry Pi OS's (kernel8.img ~9 MiB, initramfs8 ~25 MiB, one
+# device tree): a tpm2 token also bound to it (--bind ...,boot-files) measures these files first.
+B=$T/boot
+mkdir -p "$B"
+printf 'auto_initramfs=1\ndtoverlay=vc4-kms-v3d\n' >"$B/config.txt"
+printf 'console=serial0,115200 root=/dev/mapper/cryptroot\n' >"$B/cmdline.txt"
+head -c 9M /dev/urandom >"$B/kernel8.img"
+head -c 25M /dev/urandom >"$B/initramfs8"
+head -c 60K /dev/urandom >"$B/bcm2711-rpi-4-b.dtb"
+BOOT_MIB=$(du -sm "$B" | cut -f1)
+expect_ok "$LOCKROOT" enroll "$IMG" --hsm "$HSM" --key-file "$T/pass" --bind board-serial,sd-cid,boot-files --boot-dev "$B"
+TOK_BOOT=$("$LOCKROOT" status "$IMG" --json | jq -r '.[0].tokens[] | select(.type == "lockroot" and (.bind | index("boot-files"))) | .id')
+[ -n "$TOK_BOOT" ] || fail "no token bound to the boot files"
+
+# --- check the key, six ways ----------------------------------------------------------------
 measure tpm2 "lockroot unlock --test, tpm2 (swtpm)" "$LOCKROOT" unlock "$IMG" --test --token "$TOK_TPM"
+measure tpm2-boot "lockroot unlock --test, tpm2 + boot files ($BOOT_MIB MiB, page cache)" \
+	"$LOCKROOT" unlock "$IMG" --test --token "$TOK_BOOT"
 measure p11 "lockroot unlock --test, pkcs11 (SoftHSM2)" "$LOCKROOT" unlock "$IMG" --test --token "$TOK_P11"
 
 # Stock cryptsetup with our plugin, installed where it looks (it cannot be pointed elsewhere),
@@ -176,7 +192,8 @@ echo "- versions: $(first cryptsetup --version | cut -d" " -f1,2); swtpm $(first
 	"SoftHSM2 $(first softhsm2-util --version); $(first "$LOCKROOT" --version);" \
 	"$([ $HYPERFINE = 1 ] && first hyperfine --version || echo 'date +%s%N loop')"
 echo "- one image, keyslots: 0 PBKDF2 passphrase (authorises enroll), 1 tpm2 token $TOK_TPM, 2 pkcs11 token $TOK_P11," \
-	"3 $ARGON, 4 keyfile; tokens bound to $BIND (a Raspberry Pi 4 identity via LOCKROOT_SYSROOT)"
+	"3 $ARGON, 4 keyfile, 5 tpm2 token $TOK_BOOT also bound to the boot files; tokens bound to $BIND" \
+	"(a Raspberry Pi 4 identity via LOCKROOT_SYSROOT)"
 echo "- $RUNS runs after $WARMUP warm-up runs per row; peak RSS = largest of 3 runs"
 echo
 base=$(awk -F'\t' '$1 == "argon" { print $3 }' "$ROWS")
