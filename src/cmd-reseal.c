@@ -125,7 +125,10 @@ int cmd_reseal(int argc, char **argv)
 			continue;
 		}
 		r = pass ? lr_reseal_with_passphrase(devs[i], &hsm, pass, &n) : lr_reseal(devs[i], &hsm, &n);
-		if (r == -ENOMSG || (r == -EMEDIUMTYPE && optind >= argc)) {
+		/* From crypttab: a volume that cannot even be read as LUKS2 binds nothing (a kernel
+		 * update must not fail for it). */
+		if (r == -ENOMSG || (optind >= argc && (r == -EMEDIUMTYPE || r == -ENOENT || r == -ENXIO ||
+							 r == -ENOTBLK || r == -EACCES || r == -EINVAL))) {
 			lr_debug("%s: nothing bound to the boot files", devs[i]);
 			continue;
 		}
