@@ -83,6 +83,7 @@ static void test_pi_os(void)
 	CHECK(lr_bootfiles_value(&back, v2) == 0);
 	CHECK_STR(v1, v2);
 	json_object_put(j);
+	lr_bootfiles_done(&back);
 
 	/* An unrelated file does not matter; each measured one does, and is named. */
 	put("unrelated.txt", "y");
