@@ -142,3 +142,7 @@ int lr_reseal(const char *device, const struct lr_hsm *override, int *resealed);
  * now, authorised by passphrase (the recovery key); the old token and keyslot are removed. */
 int lr_reseal_with_passphrase(const char *device, const struct lr_hsm *override, const struct lr_secret *pass,
 			      int *resealed);
+/* Seal the key of every tpm2 lockroot token of device that is not yet under the TPM fuse again,
+ * under it (the same binding; the new token first), so that destroying the fuse (tamper
+ * response) destroys the key inside the TPM. *changed: how many. */
+int lr_fuse_arm(const char *device, const struct lr_hsm *override, int *changed);

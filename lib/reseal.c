@@ -34,6 +34,8 @@ static int hsm_from_token(const struct lr_token *t, const struct lr_hsm *overrid
 		hsm->config = (char *)json_object_get_string(v);
 	if (override)
 		hsm->pin = override->pin;
+	/* A key sealed under the TPM fuse stays under it. */
+	hsm->tpm2_fuse = strcmp(t->backend, "tpm2") == 0 && json_object_object_get_ex(t->backend_data, "fuse", NULL);
 	if (json_object_object_get_ex(t->backend_data, "pcrs", &v) && json_object_is_type(v, json_type_array))
 		for (size_t i = 0; i < json_object_array_length(v); i++) {
 			pcr = json_object_array_get_idx(v, i);
@@ -44,8 +46,10 @@ static int hsm_from_token(const struct lr_token *t, const struct lr_hsm *overrid
 	return 0;
 }
 
-static int relock(struct crypt_device *cd, const char *device, int id, const struct lr_token *t,
-		  struct lr_bootfiles *now, const struct lr_hsm *override)
+/* Lock the key of token id again, to the boot files as they are now (now non-NULL; consumed)
+ * and/or under the TPM fuse (fuse), and replace the token: the new one first. */
+static int relock(struct crypt_device *cd, const char *device, int id, struct lr_token *t,
+		  struct lr_bootfiles *now, bool fuse, const struct lr_hsm *override)
 {
 	_cleanup_token_ struct lr_token nt = { 0 };
 	_cleanup_secret_ struct lr_secret *key = NULL, *back = NULL;
@@ -58,14 +62,17 @@ static int relock(struct crypt_device *cd, const char *device, int id, const str
 	r = hsm_from_token(t, override, &hsm);
 	if (r < 0)
 		return r;
-	r = lr_binding_verify(device, t, true, digest);
+	r = lr_binding_verify(device, t, now != NULL, digest);
 	if (r < 0)
 		return r;
 	r = hsm.backend->unlock(&hsm, t->backend_data, digest, &key);
 	explicit_bzero(digest, sizeof(digest));
 	if (r < 0)
-		return lr_error_code(r, "the %s HSM does not give the key of token %d back for the boot files it "
-				     "recorded: nothing was changed", t->backend, id);
+		return lr_error_code(r, now ? "the %s HSM does not give the key of token %d back for the boot files "
+				     "it recorded: nothing was changed" : "the %s HSM does not give the key of token %d "
+				     "back: nothing was changed", t->backend, id);
+	if (fuse)
+		hsm.tpm2_fuse = true;
 
 	/* The new token: the same keyslot, bindings and salt; the boot files as they are now. */
 	nt.version = t->version;
@@ -74,15 +81,27 @@ static int relock(struct crypt_device *cd, const char *device, int id, const str
 	nt.bind_mask = t->bind_mask;
 	memcpy(nt.bind_check, t->bind_check, sizeof(nt.bind_check));
 	memcpy(nt.bind_salt, t->bind_salt, sizeof(nt.bind_salt));
-	nt.boot_spec = strdup(t->boot_spec);
-	nt.boot_files = *now;
-	memset(now, 0, sizeof(*now));
 	nt.backend_data = json_object_new_object();
-	if (!nt.boot_spec || !nt.backend_data)
+	if (!nt.backend_data)
 		return -ENOMEM;
-	r = lr_bootfiles_value(&nt.boot_files, value);
-	if (r >= 0)
-		r = lr_component_check(nt.bind_salt, LR_COMP_BOOT_FILES, value, nt.bind_check[LR_COMP_BOOT_FILES]);
+	if (t->boot_spec) {
+		nt.boot_spec = strdup(t->boot_spec);
+		if (!nt.boot_spec)
+			return -ENOMEM;
+		if (now) {
+			nt.boot_files = *now;
+			memset(now, 0, sizeof(*now));
+		} else {
+			nt.boot_files = t->boot_files;
+			memset(&t->boot_files, 0, sizeof(t->boot_files));
+		}
+	}
+	r = 0;
+	if (now) {
+		r = lr_bootfiles_value(&nt.boot_files, value);
+		if (r >= 0)
+			r = lr_component_check(nt.bind_salt, LR_COMP_BOOT_FILES, value, nt.bind_check[LR_COMP_BOOT_FILES]);
+	}
 	if (r >= 0)
 		r = lr_binding_verify(device, &nt, true, digest);
 	if (r < 0)
@@ -109,8 +128,8 @@ static int relock(struct crypt_device *cd, const char *device, int id, const str
 	if (r < 0)
 		return lr_error_code(r, "cannot remove the old token %d (token %d holds the new lock): %s", id, nid,
 				     strerror(-r));
-	lr_info("token %d (keyslot %d) locked again to the boot files as they are now (now token %d)", id,
-		t->keyslot, nid);
+	lr_info("token %d (keyslot %d) locked again%s%s (now token %d)", id, t->keyslot,
+		now ? " to the boot files as they are now" : "", fuse ? " under the TPM fuse" : "", nid);
 	return nid;
 }
 
@@ -163,7 +182,7 @@ int lr_reseal(const char *device, const struct lr_hsm *override, int *resealed)
 		lr_log_demote(1);
 		(void)lr_bootfiles_explain(&t.boot_files, &now); /* what changed, as information */
 		lr_log_demote(-1);
-		r = relock(cd, device, ids[i], &t, &now, override);
+		r = relock(cd, device, ids[i], &t, &now, false, override);
 		if (r < 0)
 			return r;
 		done++;
@@ -249,5 +268,45 @@ int lr_reseal_with_passphrase(const char *device, const struct lr_hsm *override,
 	}
 	if (resealed)
 		*resealed = done;
+	return 0;
+}
+
+int lr_fuse_arm(const char *device, const struct lr_hsm *override, int *changed)
+{
+	_cleanup_crypt_ struct crypt_device *cd = NULL;
+	int r, ids[32], n = 0, done = 0;
+
+	if (changed)
+		*changed = 0;
+	r = lr_luks2_load(device, false, &cd);
+	if (r < 0)
+		return r;
+	if (crypt_reencrypt_status(cd, NULL) != CRYPT_REENCRYPT_NONE)
+		return lr_error_code(-EBUSY, "%s is being re-encrypted: arm when that has finished", device);
+	for (int id = 0; id < crypt_token_max(CRYPT_LUKS2) && n < (int)LR_ELEMENTSOF(ids); id++) {
+		const char *type;
+
+		if (crypt_token_status(cd, id, &type) != CRYPT_TOKEN_INACTIVE && type && strcmp(type, LR_TOKEN_TYPE) == 0)
+			ids[n++] = id;
+	}
+	for (int i = 0; i < n; i++) {
+		_cleanup_token_ struct lr_token t = { 0 };
+		const char *json;
+
+		r = crypt_token_json_get(cd, ids[i], &json);
+		if (r < 0)
+			return lr_error_code(r, "cannot read token %d of %s: %s", ids[i], device, strerror(-r));
+		r = lr_token_parse(json, &t);
+		if (r < 0)
+			return r;
+		if (strcmp(t.backend, "tpm2") != 0 || json_object_object_get_ex(t.backend_data, "fuse", NULL))
+			continue;
+		r = relock(cd, device, ids[i], &t, NULL, true, override);
+		if (r < 0)
+			return r;
+		done++;
+	}
+	if (changed)
+		*changed = done;
 	return 0;
 }
