@@ -23,6 +23,7 @@ static const struct {
 	{ "convert", cmd_convert, "encrypt the running root in place" },
 	{ "image", cmd_image, "encrypt a disk image once for a fleet of units" },
 	{ "provision", cmd_provision, "give a unit made from a fleet image its own key (first boot)" },
+	{ "tamper", cmd_tamper, "tamper response: GPIO lines that destroy the keys or notify" },
 };
 
 static void usage(FILE *f)
