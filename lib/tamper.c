@@ -311,7 +311,7 @@ int lr_tamper_token_find(struct crypt_device *cd, struct json_object **obj)
 		}
 		return id;
 	}
-	return -ENOENT;
+	return -ENODATA;
 }
 
 static int token_write(struct crypt_device *cd, const char *device, int id, struct json_object *tok)
@@ -335,10 +335,10 @@ int lr_tamper_set(const char *device, const struct lr_tamper_config *c, bool arm
 	if (r < 0)
 		return r;
 	id = lr_tamper_token_find(cd, &old);
-	if (id < 0 && id != -ENOENT)
+	if (id < 0 && id != -ENODATA)
 		return id;
 	if (!c && id < 0)
-		return lr_error_code(-ENOENT, "%s has no tamper configuration: arm it first (lockroot tamper arm)",
+		return lr_error_code(-ENODATA, "%s has no tamper configuration: arm it first (lockroot tamper arm)",
 				     device);
 	tok = json_object_new_object();
 	if (!tok)

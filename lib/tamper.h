@@ -72,15 +72,15 @@ int lr_tamper_config_parse_text(const char *path, const char *text, struct lr_ta
 struct json_object *lr_tamper_config_json(const struct lr_tamper_config *c);
 int lr_tamper_config_from_json(struct json_object *lines, struct lr_tamper_config *c);
 
-/* The tamper token of a loaded header: its id (-ENOENT when there is none) and its JSON
+/* The tamper token of a loaded header: its id (-ENODATA when there is none) and its JSON
  * parsed (*obj, owned by the caller; may be NULL). */
 int lr_tamper_token_find(struct crypt_device *cd, struct json_object **obj);
 
 /* Write (create or replace) the tamper token of device: config c (NULL: keep the stored one)
- * and armed. -ENOENT when c is NULL and there is no token yet. */
+ * and armed. -ENODATA when c is NULL and there is no token yet. */
 int lr_tamper_set(const char *device, const struct lr_tamper_config *c, bool armed);
 /* Read device's tamper token: armed, config, and the whole token (*obj, may be NULL).
- * -ENOENT when there is none. */
+ * -ENODATA when there is none (-ENOENT: no such device). */
 int lr_tamper_get(const char *device, bool *armed, struct lr_tamper_config *c, struct json_object **obj);
 /* Record an event in device's tamper token ("last_event"). */
 int lr_tamper_record(const char *device, const struct lr_tamper_line *l, const char *where);

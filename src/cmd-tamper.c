@@ -455,6 +455,8 @@ static int tamper_arm(int argc, char **argv, const struct opts *o)
 		print_consequences(&c);
 	}
 	if (armed && !o->no_start && have_systemd()) {
+		/* a unit that failed while its GPIO chip was missing may be rate-limited: reset it */
+		systemctl("reset-failed", UNIT, NULL);
 		if (systemctl("enable", UNIT, NULL) != 0 || systemctl("restart", UNIT, NULL) != 0)
 			lr_warn("could not enable and start %s: start it yourself (systemctl enable --now %s)", UNIT, UNIT);
 		else
@@ -592,7 +594,7 @@ static int tamper_status(int argc, char **argv, const struct opts *o)
 		int k = lr_tamper_get(dev, &armed, NULL, &tok);
 
 		json_object_object_add(v, "device", json_object_new_string(dev));
-		if (k == -ENOENT) {
+		if (k == -ENODATA) {
 			json_object_object_add(v, "armed", json_object_new_boolean(false));
 			json_object_object_add(v, "configured", json_object_new_boolean(false));
 		} else if (k < 0) {
@@ -757,7 +759,7 @@ static int tamper_check(int argc, char **argv)
 	lr_log_demote(1);
 	r = lr_tamper_get(dev, &armed, &c, NULL);
 	lr_log_demote(-1);
-	if (r == -ENOENT || (r == 0 && !armed))
+	if (r == -ENODATA || (r == 0 && !armed))
 		return CHECK_NOTHING;
 	if (r < 0) {
 		lr_log_replay();
