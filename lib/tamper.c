@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "lockroot.h"
@@ -190,10 +191,18 @@ int lr_tamper_config_parse(const char *path, struct lr_tamper_config *c)
 	char buf[4096];
 	size_t len = 0;
 	FILE *f = fopen(path, "re");
+	struct stat st;
 	int r = 0;
 
 	if (!f)
 		return lr_error_code(-errno, "cannot read %s: %s", path, strerror(errno));
+	/* it names a command that runs as root, and says what gets destroyed */
+	if (fstat(fileno(f), &st) == 0 && ((st.st_uid != 0 && st.st_uid != geteuid()) || (st.st_mode & 022))) {
+		fclose(f);
+		return lr_error_code(-EPERM, "%s may be changed by other users (owner %u, mode %04o): it names a "
+				     "command run as root; chown root and chmod go-w it", path, (unsigned)st.st_uid,
+				     (unsigned)(st.st_mode & 07777));
+	}
 	for (;;) {
 		size_t k = fread(buf, 1, sizeof(buf), f);
 		char *t;

@@ -63,7 +63,8 @@ void lr_tamper_line_name(const struct lr_tamper_line *l, char *out, size_t len);
 
 /* Parse tamper.conf. Keys before the first "line" are defaults for every line; keys after a
  * "line" apply to that line. -EINVAL with "FILE:LINE: what" logged, -ENOENT / -errno when the
- * file cannot be read, -ENOMSG when it names no line. */
+ * file cannot be read, -EPERM when others than root (or the caller) may write it, -ENOMSG when
+ * it names no line. */
 int lr_tamper_config_parse(const char *path, struct lr_tamper_config *c);
 /* The same from a string (path is only used in messages). */
 int lr_tamper_config_parse_text(const char *path, const char *text, struct lr_tamper_config *c);

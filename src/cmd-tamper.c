@@ -68,8 +68,8 @@ static void tamper_log(int level, const char *msg, void *userdata)
 		level == LR_LOG_WARN ? "warning: " : level == LR_LOG_ERROR ? "error: " : "", msg);
 }
 
-/* What must be seen even when the journal is lost to an immediate power-off: the kernel log
- * (and the console). */
+/* A warning; from the daemon also in the kernel log (and so on the console): what must be seen
+ * even when the journal is lost to an immediate power-off. */
 static void kmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void kmsg(const char *fmt, ...)
 {
@@ -81,7 +81,7 @@ static void kmsg(const char *fmt, ...)
 	n = vsnprintf(line + 3, sizeof(line) - 3, fmt, ap);
 	va_end(ap);
 	lr_warn("%s", line + 3);
-	if (n < 0)
+	if (n < 0 || !daemon_mode)
 		return;
 	memcpy(line, "<4>", 3);  /* warning: shown on the console at the default log level */
 	fd = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
@@ -338,7 +338,7 @@ static int load_config(const char *path, struct lr_tamper_config *c)
 	_cleanup_free_ char *p = path ? NULL : lr_sysroot_path(LR_TAMPER_CONFIG_PATH);
 	int r = lr_tamper_config_parse(path ? path : p, c);
 
-	return r < 0 ? (r == -EINVAL || r == -ENOMSG ? LR_EXIT_USAGE : lr_exit_code(r)) : 0;
+	return r < 0 ? (r == -EINVAL || r == -ENOMSG || r == -EPERM ? LR_EXIT_USAGE : lr_exit_code(r)) : 0;
 }
 
 /* Devices to act on: the arguments, else every volume in /etc/crypttab that has a lockroot token. */

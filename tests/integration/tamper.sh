@@ -57,6 +57,10 @@ printf 'line = gpiochip0:1\nline = gpiochip0:1\n' | conf_error 'bad.conf:2: line
 printf 'line = gpiochip0:1\ndestroy-recovery =\n' | conf_error 'bad.conf:2: destroy-recovery has no value'
 printf '# nothing\nmode = notify\n' | conf_error 'no .line = CHIP:OFFSET.'
 expect_fail 3 'cannot read .*missing.conf' "$LOCKROOT" tamper arm --force --config "$T/missing.conf" "$T/none.img"
+printf 'line = gpiochip0:1\n' >"$T/open.conf"
+chmod 666 "$T/open.conf"
+expect_fail 2 'open.conf may be changed by other users .*mode 0666.*command run as root' \
+	"$LOCKROOT" tamper arm --force --config "$T/open.conf" "$T/none.img"
 
 info "arm: refuses lines this host does not have, writes the token with --force"
 A=$T/a.img
@@ -162,6 +166,13 @@ fi
 
 info "self-destruct (destroy-recovery = no): tpm2 and pkcs11 volumes lose every lockroot keyslot, token and key"
 [ "$(p11_keys)" = 1 ] || fail "the PKCS#11 key is not there before"
+# the HSM keyslot's key material, to show it is overwritten and not only unreferenced
+area() { # IMG SLOT: offset and size of the keyslot's area
+	cryptsetup luksDump --dump-json-metadata "$1" | jq -r ".keyslots[\"$2\"].area | \"\(.offset) \(.size)\""
+}
+read -r ks_off ks_size <<<"$(area "$A" 1)"
+[ -n "$ks_off" ] && [ "$ks_size" -gt 0 ] || fail "no area for keyslot 1 of $A"
+ks_before=$(tail -c +$((ks_off + 1)) "$A" | head -c "$ks_size" | sha256sum)
 expect_ok "$LOCKROOT" tamper trigger --config "$T/sd.conf" --no-poweroff
 grep -Eq 'TAMPER: keys destroyed [0-9.]+ ms after the edge \(2 keyslots, 2 tokens on 2 volumes' "$T/err" \
 	|| fail "self-destruct report: $(cat "$T/err")"
@@ -180,9 +191,9 @@ printf '%s' "$RK_A" >"$T/rk-a"
 printf '%s' "$RK_B" >"$T/rk-b"
 opens_with "$A" "$T/rk-a" 2 || fail "the recovery key of $A no longer opens it"
 opens_with "$B" "$T/rk-b" 2 || fail "the recovery key of $B no longer opens it"
-# the HSM keyslot's area is wiped, not only unreferenced: the old key would not open it anyway,
-# but the slot must be gone from the header
 cryptsetup luksDump --dump-json-metadata "$A" | jq -e '.keyslots | has("1") | not' >/dev/null || fail "keyslot 1 left"
+[ "$(tail -c +$((ks_off + 1)) "$A" | head -c "$ks_size" | sha256sum)" != "$ks_before" ] \
+	|| fail "the key material of keyslot 1 of $A is still on disk"
 [ "$(header_sum "$C")" = "$sum_c" ] || fail "the unarmed volume $C was changed"
 expect_ok "$LOCKROOT" unlock "$C" --test
 [ "$(header_sum "$PLAIN")" = "$sum_plain" ] || fail "the plain volume was changed"
