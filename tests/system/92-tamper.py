@@ -19,7 +19,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from pifw import (  # noqa: E402
-    DISK_SERIAL, HOST_UUID, RECOVERY_PROMPT, ROOT_MOUNTED, Machine, State, TestFailure,
+    DISK_SERIAL, HOST_UUID, RECOVERY_PROMPT, ROOT_MOUNTED, Machine, State, TestFailure, TestSkip,
     boot_unattended, boot_with_recovery_key, check_token, edit_cmdline, enrolled, log, main)
 
 CHIP = "lockroot-test"
@@ -66,6 +66,10 @@ def test():
         m.power_on("tamper-notify")
         boot_unattended(m)
         m.wait_shell()
+        rc, _ = m.sh("command -v lockroot-test-gpiosim", check=False)
+        if rc != 0:
+            raise TestSkip("the guest has no gpio-sim (build-guest.sh could not build it: install "
+                           "linux-source-6.1 and the guest kernel's linux-headers, scripts/setup.sh)")
         m.sh("lockroot-test-gpiosim setup && gpiodetect")
         write_config(m, f"line = {CHIP}:2", "mode = notify", "debounce-ms = 20",
                      "command = /bin/sh -c 'echo \"$LOCKROOT_TAMPER_LINE $LOCKROOT_TAMPER_MODE\" >/root/notified'")

@@ -161,7 +161,7 @@ for d in "$tree"/usr/lib/modules/*-amd64; do [[ $d == *-cloud-amd64 ]] || KVER=$
 # GPIO lines for lockroot tamper: gpio-sim built out of tree for this kernel (cached in the build
 # directory), the tests' helper, and a test-only initramfs step: with lockroot.test_gpiosim=N[,M]
 # on the command line it makes the bank and pulls those lines up before lockroot's keyscript runs
-# (a latched tamper line seen at boot). Without gpio-sim (sources missing) scenario 92 fails.
+# (a latched tamper line seen at boot). Without gpio-sim (sources missing) scenario 92 skips.
 if GPIO_SIM=$(bash "$HERE/build-gpio-sim.sh" "$KVER" "$SYSBUILD/gpio-sim"); then
 	install -D -m 644 "$GPIO_SIM" "$tree/usr/lib/modules/$KVER/extra/gpio-sim.ko"
 	chroot "$tree" depmod "$KVER"
@@ -191,7 +191,7 @@ EOT
 		"$tree/etc/initramfs-tools/scripts/init-premount/lockroot-test-gpiosim"
 	step "gpio-sim for $KVER"
 else
-	echo "build-guest: no gpio-sim for $KVER (see above): the tamper scenario cannot run" >&2
+	echo "build-guest: no gpio-sim for $KVER (see above): the tamper scenario will skip" >&2
 fi
 chroot "$tree" update-initramfs -c -k "$KVER" >"$W/initramfs-$KVER.log" 2>&1 \
 	|| { cat "$W/initramfs-$KVER.log" >&2; exit 1; }
