@@ -5,7 +5,8 @@ build-gpio-sim.sh; bank label "lockroot-test"), on a copy of the enrolled disk a
 
 1. notify: `lockroot tamper arm` (the root from crypttab) starts lockroot-tamper.service; an edge
    on line 2 runs the configured command (it writes a file with the line and mode it was given),
-   the event is recorded in the header, the keys stay: the next boot unlocks unattended.
+   and so does the line being active when the daemon starts; the event is recorded in the header,
+   the keys stay: the next boot unlocks unattended.
 2. self-destruct: an edge on line 3 destroys the keys (the time from the edge is printed on the
    console) and powers the guest off; the next boot cannot unlock through the TPM, the recovery
    prompt appears and the recovery key (destroy-recovery = no) boots.
@@ -86,6 +87,13 @@ def test():
         _, notified = m.sh("cat /root/notified")
         if notified.strip() != f"{CHIP}:2 notify":
             raise TestFailure(f"the notify command got {notified.strip()!r}")
+        # a line already active when the daemon starts counts too
+        m.sh("rm /root/notified; systemctl stop lockroot-tamper.service; lockroot-test-gpiosim set 2 down; "
+             "lockroot-test-gpiosim set 2 up; systemctl start lockroot-tamper.service; "
+             "for i in $(seq 100); do [ -s /root/notified ] && break; sleep 0.1; done")
+        _, notified = m.sh("cat /root/notified")
+        if notified.strip() != f"{CHIP}:2 notify":
+            raise TestFailure(f"a line active at the daemon's start: the command got {notified.strip()!r}")
         m.sh("lockroot-test-gpiosim set 2 down")
         _, journal = m.sh("journalctl -b -u lockroot-tamper.service --no-pager -o cat")
         if f"TAMPER: line {CHIP}:2 is active" not in journal:
