@@ -523,17 +523,16 @@ static void destroy_hsm_key(const struct doomed_token *d, struct lr_tamper_repor
 		return;
 	}
 	hsm.backend = lr_backend_find(t.backend);
-	if (!hsm.backend || !hsm.backend->destroy) {
-		lr_info("%s: the %s backend has no key of its own inside the HSM to destroy (the locked key "
-			"lived in the token, removed with it)", d->device, t.backend);
-		rep->hsm_skipped++;
-		return;
+	r = -EOPNOTSUPP;
+	if (hsm.backend && hsm.backend->destroy) {
+		lr_log_demote(1);
+		r = hsm.backend->destroy(&hsm, t.backend_data);
+		lr_log_demote(-1);
 	}
-	lr_log_demote(1);
-	r = hsm.backend->destroy(&hsm, t.backend_data);
-	lr_log_demote(-1);
 	if (r == -EOPNOTSUPP) {
-		lr_info("%s: the %s HSM cannot destroy its key", d->device, t.backend);
+		/* tpm2 without a fuse: the sealed key lived only in the token */
+		lr_info("%s: the %s backend has no key of its own inside the HSM to destroy for this token (the "
+			"locked key lived in the token, removed with it)", d->device, t.backend);
 		rep->hsm_skipped++;
 	} else if (r == -ENOKEY) {
 		lr_info("%s: the %s key is gone already (destroyed for another volume, or before)", d->device,
