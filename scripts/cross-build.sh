@@ -19,7 +19,7 @@ for arch in "$@"; do
 	esac
 	b=$TOP/build-$arch
 	if [ ! -f "$b/build.ninja" ]; then
-		meson setup "$b" "$TOP" --cross-file "$TOP/cross/$arch.ini" -Dtpm2=enabled -Dpkcs11=enabled \
+		meson setup "$b" "$TOP" --cross-file "$TOP/cross/$arch.ini" -Dtpm2=enabled -Dpkcs11=enabled -Dgpiod=enabled \
 			>"$b.setup.log" 2>&1 || { cat "$b.setup.log" >&2; echo "cross-build: $arch: meson setup failed (scripts/setup.sh?)" >&2; rc=1; continue; }
 	fi
 	if ! ninja -C "$b" >"$b.ninja.log" 2>&1; then

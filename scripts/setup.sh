@@ -21,15 +21,19 @@ PACKAGES="
   libcryptsetup-dev cryptsetup-bin libjson-c-dev libssl-dev libfdisk-dev
   libtss2-dev swtpm tpm2-tools
   libp11-kit-dev p11-kit softhsm2 opensc
+  libgpiod-dev gpiod
   jq util-linux procps expect mmdebstrap python3-cryptography
   qemu-system-x86 mtools dosfstools fdisk e2fsprogs python3-pexpect
   debhelper dpkg-dev fakeroot lintian
+  linux-source-6.1 linux-headers-amd64
 "
+# linux-source-6.1 and linux-headers-amd64 (the headers of the kernel the amd64 guest gets from the
+# same archive): gpio-sim built out of tree for the tamper scenario (tests/system/build-gpio-sim.sh).
 if [ "$(id -u)" != 0 ]; then
 	echo "setup.sh: run as root (it installs Debian packages)" >&2
 	exit 1
 fi
-CROSS_DEV="libcryptsetup-dev libjson-c-dev libssl-dev libfdisk-dev libtss2-dev libp11-kit-dev"
+CROSS_DEV="libcryptsetup-dev libjson-c-dev libssl-dev libfdisk-dev libtss2-dev libp11-kit-dev libgpiod-dev"
 if [ $CROSS = 1 ]; then
 	for a in arm64 armhf; do
 		dpkg --print-foreign-architectures | grep -qx $a || dpkg --add-architecture $a

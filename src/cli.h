@@ -62,9 +62,14 @@ int cmd_convert(int argc, char **argv);
 int cmd_image(int argc, char **argv);
 int cmd_provision(int argc, char **argv);
 int cmd_reseal(int argc, char **argv);
+int cmd_tamper(int argc, char **argv);
 /* lockroot convert --via DEV ... (src/cmd-convert-via.c): argc/argv as for cmd_convert; also
  * --via-finish (lockroot-convert-via.service) and --via-status. */
 int convert_via(int argc, char **argv);
+/* The devices of /etc/crypttab (under LOCKROOT_SYSROOT; UUID= etc. as /dev/disk/by-* paths),
+ * appended to list (a json array of strings). */
+struct json_object;
+int cli_crypttab_devices(struct json_object *list);
 /* lockroot status: the state of the last migration, if any (text). */
 void cli_print_migration(void);
 /* lockroot status / convert --status: the state of a conversion through a staging drive, if

@@ -112,8 +112,8 @@ static void print_text(struct json_object *o)
 			print_token(json_object_array_get_idx(arr, i));
 }
 
-/* Devices from /etc/crypttab (second field), for 'status' without arguments. */
-static int crypttab_devices(struct json_object *list)
+/* Devices from /etc/crypttab (second field), for 'status' without arguments (cli.h). */
+int cli_crypttab_devices(struct json_object *list)
 {
 	_cleanup_free_ char *path = lr_sysroot_path("/etc/crypttab");
 	char line[1024];
@@ -163,7 +163,7 @@ int cmd_status(int argc, char **argv)
 	for (int i = optind; i < argc; i++)
 		json_object_array_add(devices, json_object_new_string(argv[i]));
 	if (optind == argc)
-		crypttab_devices(devices);
+		cli_crypttab_devices(devices);
 	conv = cli_conversion_json();
 	if (conv && json_object_object_get_ex(conv, "device", &conv_dev))
 		conv_device = json_object_get_string(conv_dev);

@@ -24,6 +24,7 @@ static const struct {
 	{ "image", cmd_image, "encrypt a disk image once for a fleet of units" },
 	{ "provision", cmd_provision, "give a unit made from a fleet image its own key (first boot)" },
 	{ "reseal", cmd_reseal, "lock the key again to updated boot files (kernel, initramfs)" },
+	{ "tamper", cmd_tamper, "tamper response: GPIO lines that destroy the keys or notify" },
 };
 
 static void usage(FILE *f)

@@ -4,7 +4,7 @@
 # must hold. Sourced after common.sh.
 CACHE=${LOCKROOT_CACHE:-/var/cache/lockroot-tests}
 # What the initramfs needs at run time besides the kernel: lockroot's own libraries.
-RUNTIME_LIBS="libtss2-esys-3.0.2-0 libtss2-rc0 libtss2-tcti-device0 libtss2-tctildr0 libjson-c5 libp11-kit0 libcryptsetup12 libssl3 libfdisk1"
+RUNTIME_LIBS="libtss2-esys-3.0.2-0 libtss2-rc0 libtss2-tcti-device0 libtss2-tctildr0 libjson-c5 libp11-kit0 libcryptsetup12 libssl3 libfdisk1 libgpiod2"
 # MODULES=list: a "most" initramfs per kernel costs minutes; the test checks our additions.
 # conf.d, not initramfs.conf, so dpkg meets no modified conffile.
 IT_SETUP='mkdir -p "$1/etc/initramfs-tools/conf.d" && echo MODULES=list >"$1/etc/initramfs-tools/conf.d/lockroot-test"'
@@ -56,8 +56,10 @@ has() {
 	done
 }
 # What any lockroot initramfs holds: the helper, the keyscript, the token plugin for stock
-# cryptsetup, the TCTIs the TPM backend dlopen()s, p11-kit and the PKCS#11 module it names.
+# cryptsetup, the TCTIs the TPM backend dlopen()s, p11-kit and the PKCS#11 module it names,
+# libgpiod (the keyscript's tamper check reads latched lines).
 LOCKROOT_FILES=(sbin/lockroot lib/lockroot/keyscript 'lib/[^/]+/cryptsetup/libcryptsetup-token-lockroot\.so'
+	'lib/[^/]+/libgpiod\.so\.2'
 	'lib/[^/]+/libtss2-tcti-device\.so\.0' 'lib/[^/]+/libtss2-tctildr\.so\.0' 'lib/[^/]+/libtss2-esys\.so\.0'
 	'lib/[^/]+/libp11-kit\.so\.0' 'share/p11-kit/modules/softhsm2\.module' '.*/libsofthsm2\.so'
 	etc/softhsm/softhsm2\.conf '.*/dm-crypt\.ko(\.xz|\.zst)?' '.*/adiantum\.ko(\.xz|\.zst)?'

@@ -158,6 +158,41 @@ step "test tree $TEST_TREE ($(grep -c . "$OUT/test-tree.manifest") manifest line
 KVER=
 for d in "$tree"/usr/lib/modules/*-amd64; do [[ $d == *-cloud-amd64 ]] || KVER=${d##*/}; done
 [ -n "$KVER" ] || { echo "build-guest: no amd64 kernel in the base tree" >&2; exit 1; }
+# GPIO lines for lockroot tamper: gpio-sim built out of tree for this kernel (cached in the build
+# directory), the tests' helper, and a test-only initramfs step: with lockroot.test_gpiosim=N[,M]
+# on the command line it makes the bank and pulls those lines up before lockroot's keyscript runs
+# (a latched tamper line seen at boot). Without gpio-sim (sources missing) scenario 92 skips.
+if GPIO_SIM=$(bash "$HERE/build-gpio-sim.sh" "$KVER" "$SYSBUILD/gpio-sim"); then
+	install -D -m 644 "$GPIO_SIM" "$tree/usr/lib/modules/$KVER/extra/gpio-sim.ko"
+	chroot "$tree" depmod "$KVER"
+	install -m 755 "$HERE/guest-gpiosim.sh" "$tree/usr/local/sbin/lockroot-test-gpiosim"
+	cat >"$tree/etc/initramfs-tools/hooks/lockroot-test-gpiosim" <<'EOT'
+#!/bin/sh
+# System tests only: gpio-sim and its helper in the initramfs (lockroot.test_gpiosim=).
+case $1 in prereqs) exit 0 ;; esac
+. /usr/share/initramfs-tools/hook-functions
+manual_add_modules configfs gpio-sim
+copy_exec /usr/local/sbin/lockroot-test-gpiosim
+EOT
+	cat >"$tree/etc/initramfs-tools/scripts/init-premount/lockroot-test-gpiosim" <<'EOT'
+#!/bin/sh
+# System tests only: lockroot.test_gpiosim=N[,M...] pulls gpio-sim lines up before unlocking.
+case $1 in prereqs) exit 0 ;; esac
+lines=
+for w in $(cat /proc/cmdline); do
+	case $w in lockroot.test_gpiosim=*) lines=${w#*=} ;; esac
+done
+[ -n "$lines" ] || exit 0
+# shellcheck disable=SC2046 # a list of line numbers
+/usr/local/sbin/lockroot-test-gpiosim setup $(echo "$lines" | tr , ' ') \
+	&& echo "lockroot-test: gpio-sim lines $lines pulled up"
+EOT
+	chmod 755 "$tree/etc/initramfs-tools/hooks/lockroot-test-gpiosim" \
+		"$tree/etc/initramfs-tools/scripts/init-premount/lockroot-test-gpiosim"
+	step "gpio-sim for $KVER"
+else
+	echo "build-guest: no gpio-sim for $KVER (see above): the tamper scenario will skip" >&2
+fi
 chroot "$tree" update-initramfs -c -k "$KVER" >"$W/initramfs-$KVER.log" 2>&1 \
 	|| { cat "$W/initramfs-$KVER.log" >&2; exit 1; }
 step "initramfs for $KVER"
