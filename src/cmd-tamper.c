@@ -407,6 +407,14 @@ static void print_consequences(const struct lr_tamper_config *c)
 	}
 }
 
+static bool self_destruct(const struct lr_tamper_config *c)
+{
+	for (unsigned i = 0; i < c->n_lines; i++)
+		if (c->line[i].mode == LR_TAMPER_SELF_DESTRUCT)
+			return true;
+	return false;
+}
+
 static int tamper_arm(int argc, char **argv, const struct opts *o)
 {
 	struct lr_tamper_config c;
@@ -444,6 +452,18 @@ static int tamper_arm(int argc, char **argv, const struct opts *o)
 		}
 		if (!enrolled)
 			lr_warn("%s has no lockroot token: a self-destruct would find no HSM key to destroy there", dev);
+		if (enrolled && self_destruct(&c)) {
+			/* A TPM key sealed under the storage key derived from the TPM's seed cannot be
+			 * destroyed inside the TPM; under lockroot's fuse it can (lockroot-enroll(8)). */
+			int n = 0, f = lr_fuse_arm(dev, NULL, &n);
+
+			if (f < 0)
+				lr_warn("%s: its TPM keys could not be sealed under the TPM fuse: a self-destruct will "
+					"destroy its keyslots and tokens but not the key inside the TPM", dev);
+			else if (n > 0)
+				printf("%s: %d TPM key%s sealed again under the TPM fuse (destroyed by a self-destruct).\n",
+				       dev, n, n == 1 ? "" : "s");
+		}
 		state_update(st, dev, uuid, true);
 		printf("Armed %s (LUKS UUID %s).\n", dev, uuid);
 		armed++;

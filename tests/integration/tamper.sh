@@ -83,6 +83,11 @@ expect_fail 3 'line gpiochip0:5 does not exist on this host; nothing was armed' 
 expect_ok "$LOCKROOT" tamper arm --force --config "$T/sd.conf" "$A"
 grep -q "Armed $A (LUKS UUID $(cryptsetup luksUUID "$A"))" "$T/out" || fail "arm report: $(cat "$T/out")"
 grep -q 'every lockroot keyslot and the HSM keys are destroyed' "$T/out" || fail "arm does not say what happens"
+# self-destruct mode: the TPM key is sealed again under lockroot's fuse, which can be destroyed
+grep -q "$A: 1 TPM key sealed again under the TPM fuse" "$T/out" || fail "arm did not fuse the TPM key: $(cat "$T/out")"
+fuse=$("$LOCKROOT" status "$A" --json | jq -r '.[0].tokens[] | select(.type == "lockroot") | .fuse')
+[ "$fuse" = 0x81004c52 ] || fail "the tpm2 token is not under the fuse: $("$LOCKROOT" status "$A" --json)"
+expect_ok "$LOCKROOT" unlock "$A" --test
 tok=$(tamper_token "$A")
 [ -n "$tok" ] || fail "no lockroot-tamper token"
 jq -e '.armed == true and .keyslots == [] and (.lines | length) == 2
@@ -166,6 +171,9 @@ fi
 
 info "self-destruct (destroy-recovery = no): tpm2 and pkcs11 volumes lose every lockroot keyslot, token and key"
 [ "$(p11_keys)" = 1 ] || fail "the PKCS#11 key is not there before"
+# A copy of A's header as someone who cloned the card before the event would have it.
+cryptsetup luksHeaderBackup "$A" --header-backup-file "$T/a-header.copy"
+cp --sparse=always "$A" "$T/a-copy.img"
 # the HSM keyslot's key material, to show it is overwritten and not only unreferenced
 area() { # IMG SLOT: offset and size of the keyslot's area
 	cryptsetup luksDump --dump-json-metadata "$1" | jq -r ".keyslots[\"$2\"].area | \"\(.offset) \(.size)\""
@@ -176,9 +184,11 @@ ks_before=$(tail -c +$((ks_off + 1)) "$A" | head -c "$ks_size" | sha256sum)
 expect_ok "$LOCKROOT" tamper trigger --config "$T/sd.conf" --no-poweroff
 grep -Eq 'TAMPER: keys destroyed [0-9.]+ ms after the edge \(2 keyslots, 2 tokens on 2 volumes' "$T/err" \
 	|| fail "self-destruct report: $(cat "$T/err")"
-grep -q 'the tpm2 backend has no key of its own inside the HSM' "$T/err" || fail "tpm2 note missing: $(cat "$T/err")"
+grep -q 'destroyed the TPM fuse key' "$T/err" || fail "the TPM fuse was not destroyed: $(cat "$T/err")"
 grep -q 'destroyed the pkcs11 key inside the HSM' "$T/err" || fail "pkcs11 key not reported destroyed: $(cat "$T/err")"
-grep -Eq 'HSM keys done [0-9.]+ ms after the edge \(1 destroyed, 1 backends' "$T/err" || fail "HSM report: $(cat "$T/err")"
+grep -Eq 'HSM keys done [0-9.]+ ms after the edge \(2 destroyed, 0 backends' "$T/err" || fail "HSM report: $(cat "$T/err")"
+# The copy taken before: its token is intact, but the TPM no longer has the key it needs.
+expect_fail 5 'no longer has the fuse key' "$LOCKROOT" unlock "$T/a-copy.img" --test
 for img in "$A" "$B"; do
 	[ "$(token_types "$img")" = lockroot-recovery,lockroot-tamper ] || fail "$img tokens left: $(token_types "$img")"
 	[ "$(keyslots "$img")" = 0,2 ] || fail "$img keyslots left: $(keyslots "$img")"
