@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <json-c/json.h>
+
 #include "cli.h"
 
 static void help(void)
@@ -37,39 +39,6 @@ static const struct option options[] = {
 	{ "help", no_argument, NULL, 'h' },
 	{ 0 },
 };
-
-/* The sources of /etc/crypttab (LOCKROOT_CRYPTTAB), resolved to device nodes. */
-static int crypttab_devices(char ***out, size_t *n)
-{
-	const char *path = getenv("LOCKROOT_CRYPTTAB") ? getenv("LOCKROOT_CRYPTTAB") : "/etc/crypttab";
-	char line[1024], name[256], src[512], dev[PATH_MAX];
-	FILE *f = fopen(path, "re");
-
-	*out = NULL;
-	*n = 0;
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f)) {
-		char **v;
-
-		if (sscanf(line, " %255s %511s", name, src) != 2 || name[0] == '#')
-			continue;
-		if (cli_resolve_spec(src, dev, sizeof(dev)) < 0) {
-			lr_warn("crypttab: %s (%s) is not there: skipped", name, src);
-			continue;
-		}
-		v = realloc(*out, (*n + 1) * sizeof(*v));
-		if (!v || !(v[*n] = strdup(dev))) {
-			fclose(f);
-			free(v);
-			return -ENOMEM;
-		}
-		*out = v;
-		(*n)++;
-	}
-	fclose(f);
-	return 0;
-}
 
 int cmd_reseal(int argc, char **argv)
 {
@@ -113,9 +82,18 @@ int cmd_reseal(int argc, char **argv)
 		}
 		for (int i = optind; i < argc; i++)
 			devs[ndev++] = strdup(argv[i]);
-	} else if (crypttab_devices(&devs, &ndev) < 0) {
-		rc = LR_EXIT_FAILURE;
-		goto out;
+	} else {
+		struct json_object *list = json_object_new_array();
+
+		if (!list || cli_crypttab_devices(list) < 0 ||
+		    !(devs = calloc(json_object_array_length(list) + 1, sizeof(*devs)))) {
+			json_object_put(list);
+			rc = LR_EXIT_FAILURE;
+			goto out;
+		}
+		for (size_t i = 0; i < json_object_array_length(list); i++)
+			devs[ndev++] = strdup(json_object_get_string(json_object_array_get_idx(list, i)));
+		json_object_put(list);
 	}
 	for (size_t i = 0; i < ndev; i++) {
 		int n = 0;

@@ -102,13 +102,17 @@ cp "$T/cmdline.orig" "$B/cmdline.txt"
 cryptsetup open --test-passphrase --disable-external-tokens --key-file "$T/rk" "$IMG" || fail "the recovery key no longer opens"
 
 info "without DEVICE: the volumes of crypttab; one that is not there is skipped, not an error"
-printf '# comment\ncryptroot %s none luks\ngone /nonexistent/disk none luks\nplain %s none luks\n' "$IMG" "$B/config.txt" >"$T/crypttab"
-LOCKROOT_CRYPTTAB=$T/crypttab expect_ok "$LOCKROOT" reseal
+mkdir -p "$LOCKROOT_SYSROOT/etc"
+printf '# comment\ncryptroot %s none luks\ngone /nonexistent/disk none luks\nplain %s none luks\n' "$IMG" "$B/config.txt" \
+	>"$LOCKROOT_SYSROOT/etc/crypttab"
+expect_ok "$LOCKROOT" reseal
 grep -q "^$IMG: the boot files are as the key was locked to them" "$T/out" || fail "crypttab reseal: $(cat "$T/out" "$T/err")"
 printf 'x' >>"$B/cmdline.txt"
-LOCKROOT_CRYPTTAB=$T/crypttab expect_ok "$LOCKROOT" reseal --if-bound
+expect_ok "$LOCKROOT" reseal --if-bound
 grep -q "^$IMG: locked again" "$T/out" || fail "crypttab reseal after a change: $(cat "$T/out" "$T/err")"
 expect_ok "$LOCKROOT" unlock "$IMG" --test
+
+rm "$LOCKROOT_SYSROOT/etc/crypttab"
 
 info "the boot partition as a block device: read where it is mounted, else mounted by lockroot"
 IMG2=$T/disk2.img
