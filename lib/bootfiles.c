@@ -140,18 +140,6 @@ static int bootfiles_add(struct lr_bootfiles *bf, const char *dir, const char *r
 	return 0;
 }
 
-static char *trim(char *s)
-{
-	char *e;
-
-	while (isspace((unsigned char)*s))
-		s++;
-	e = s + strlen(s);
-	while (e > s && isspace((unsigned char)e[-1]))
-		*--e = '\0';
-	return s;
-}
-
 /* "dtoverlay=vc4-kms-v3d,cma-512" names overlays/vc4-kms-v3d.dtbo; "dtoverlay=" (reset) none. */
 static int add_overlay(struct config *c, const char *v)
 {
@@ -195,18 +183,18 @@ static int parse_config(const char *dir, const char *rel, int depth, struct conf
 
 		if (hash)
 			*hash = '\0';
-		s = trim(line);
+		s = lr_trim(line);
 		if (!*s || *s == '[')
 			continue;
 		if (strncmp(s, "include", 7) == 0 && isspace((unsigned char)s[7])) {
-			v = trim(s + 8);
+			v = lr_trim(s + 8);
 			r = names_add(&c->includes, v, strlen(v));
 			if (r == 0)
 				r = parse_config(dir, v, depth + 1, c);
 			continue;
 		}
 		if (strncmp(s, "initramfs", 9) == 0 && isspace((unsigned char)s[9])) {
-			v = trim(s + 10);
+			v = lr_trim(s + 10);
 			r = names_add(&c->initramfs, v, strcspn(v, " \t"));
 			continue;
 		}
@@ -214,8 +202,8 @@ static int parse_config(const char *dir, const char *rel, int depth, struct conf
 		if (!eq)
 			continue;
 		*eq = '\0';
-		v = trim(eq + 1);
-		s = trim(s);
+		v = lr_trim(eq + 1);
+		s = lr_trim(s);
 		if (strcmp(s, "kernel") == 0 && *v)
 			r = names_add(&c->kernels, v, strlen(v));
 		else if (strcmp(s, "cmdline") == 0 && *v)

@@ -133,6 +133,20 @@ static int relock(struct crypt_device *cd, const char *device, int id, struct lr
 	return nid;
 }
 
+/* The ids of the lockroot tokens, collected before any is replaced (relocking adds tokens). */
+static int lockroot_tokens(struct crypt_device *cd, int *ids, int max)
+{
+	int n = 0;
+
+	for (int id = 0; id < crypt_token_max(CRYPT_LUKS2) && n < max; id++) {
+		const char *type;
+
+		if (crypt_token_status(cd, id, &type) != CRYPT_TOKEN_INACTIVE && type && strcmp(type, LR_TOKEN_TYPE) == 0)
+			ids[n++] = id;
+	}
+	return n;
+}
+
 int lr_reseal(const char *device, const struct lr_hsm *override, int *resealed)
 {
 	_cleanup_crypt_ struct crypt_device *cd = NULL;
@@ -143,13 +157,7 @@ int lr_reseal(const char *device, const struct lr_hsm *override, int *resealed)
 	r = lr_luks2_load(device, false, &cd);
 	if (r < 0)
 		return r;
-	/* Collect first: relocking adds tokens. */
-	for (int id = 0; id < crypt_token_max(CRYPT_LUKS2) && n < (int)LR_ELEMENTSOF(ids); id++) {
-		const char *type;
-
-		if (crypt_token_status(cd, id, &type) != CRYPT_TOKEN_INACTIVE && type && strcmp(type, LR_TOKEN_TYPE) == 0)
-			ids[n++] = id;
-	}
+	n = lockroot_tokens(cd, ids, (int)LR_ELEMENTSOF(ids));
 	for (int i = 0; i < n; i++) {
 		_cleanup_token_ struct lr_token t = { 0 };
 		_cleanup_bootfiles_ struct lr_bootfiles now = { 0 };
@@ -283,12 +291,7 @@ int lr_fuse_arm(const char *device, const struct lr_hsm *override, int *changed)
 		return r;
 	if (crypt_reencrypt_status(cd, NULL) != CRYPT_REENCRYPT_NONE)
 		return lr_error_code(-EBUSY, "%s is being re-encrypted: arm when that has finished", device);
-	for (int id = 0; id < crypt_token_max(CRYPT_LUKS2) && n < (int)LR_ELEMENTSOF(ids); id++) {
-		const char *type;
-
-		if (crypt_token_status(cd, id, &type) != CRYPT_TOKEN_INACTIVE && type && strcmp(type, LR_TOKEN_TYPE) == 0)
-			ids[n++] = id;
-	}
+	n = lockroot_tokens(cd, ids, (int)LR_ELEMENTSOF(ids));
 	for (int i = 0; i < n; i++) {
 		_cleanup_token_ struct lr_token t = { 0 };
 		const char *json;

@@ -34,18 +34,6 @@ double lr_tamper_ms_since(const struct timespec *a)
 
 /* ---- tamper.conf ---- */
 
-static char *trim(char *s)
-{
-	char *e;
-
-	while (isspace((unsigned char)*s))
-		s++;
-	e = s + strlen(s);
-	while (e > s && isspace((unsigned char)e[-1]))
-		*--e = '\0';
-	return s;
-}
-
 static int parse_bool(const char *v, bool *out)
 {
 	if (!strcasecmp(v, "yes") || !strcasecmp(v, "true") || !strcmp(v, "1")) {
@@ -146,7 +134,7 @@ int lr_tamper_config_parse_text(const char *path, const char *text, struct lr_ta
 			*nl = '\0';
 		lineno++;
 		save = nl ? nl + 1 : NULL;
-		key = trim(s);
+		key = lr_trim(s);
 		s = save;
 		if (!*key || *key == '#')
 			continue;
@@ -154,8 +142,8 @@ int lr_tamper_config_parse_text(const char *path, const char *text, struct lr_ta
 		if (!eq)
 			return lr_error_code(-EINVAL, "%s:%u: expected 'key = value'", path, lineno);
 		*eq = '\0';
-		val = trim(eq + 1);
-		key = trim(key);
+		val = lr_trim(eq + 1);
+		key = lr_trim(key);
 		if (!*val)
 			return lr_error_code(-EINVAL, "%s:%u: %s has no value", path, lineno, key);
 		if (!strcmp(key, "line")) {

@@ -18,6 +18,8 @@ static inline void lr_freep(void *p)
 char *lr_base64_encode(const uint8_t *in, size_t len);
 /* Decode; -EBADMSG on bad input. *out is malloc'd. */
 int lr_base64_decode(const char *in, uint8_t **out, size_t *out_len);
+/* s without leading and trailing white space (trailing removed in place). */
+char *lr_trim(char *s);
 /* Lowercase hex of data into out (2*len+1 bytes). */
 void lr_hex(const uint8_t *in, size_t len, char *out);
 /* SHA-256. */
