@@ -490,23 +490,32 @@ out:
 	return r;
 }
 
+/* The DEVICEs given, else the volumes of the state file (by their device names now). */
+static void named_or_armed(int argc, char **argv, struct json_object *st, struct json_object *devs)
+{
+	struct json_object *vols = NULL;
+
+	if (optind < argc) {
+		for (int i = optind; i < argc; i++)
+			json_object_array_add(devs, json_object_new_string(argv[i]));
+		return;
+	}
+	if (!json_object_object_get_ex(st, "volumes", &vols))
+		return;
+	for (size_t i = 0; i < json_object_array_length(vols); i++) {
+		char buf[PATH_MAX];
+
+		json_object_array_add(devs, json_object_new_string(
+			volume_device(json_object_array_get_idx(vols, i), buf, sizeof(buf))));
+	}
+}
+
 static int tamper_disarm(int argc, char **argv)
 {
 	struct json_object *st = state_load(), *devs = json_object_new_array(), *vols;
 	int r = 0;
 
-	if (optind < argc) {
-		for (int i = optind; i < argc; i++)
-			json_object_array_add(devs, json_object_new_string(argv[i]));
-	} else {
-		json_object_object_get_ex(st, "volumes", &vols);
-		for (size_t i = 0; i < json_object_array_length(vols); i++) {
-			char buf[PATH_MAX];
-
-			json_object_array_add(devs, json_object_new_string(
-				volume_device(json_object_array_get_idx(vols, i), buf, sizeof(buf))));
-		}
-	}
+	named_or_armed(argc, argv, st, devs);
 	if (json_object_array_length(devs) == 0)
 		printf("No armed volume.\n");
 	for (size_t i = 0; i < json_object_array_length(devs); i++) {
@@ -595,18 +604,7 @@ static int tamper_status(int argc, char **argv, const struct opts *o)
 	}
 	json_object_object_add(out, "lines", lines);
 	lines = NULL;
-	if (optind < argc) {
-		for (int i = optind; i < argc; i++)
-			json_object_array_add(devs, json_object_new_string(argv[i]));
-	} else {
-		json_object_object_get_ex(st, "volumes", &sv);
-		for (size_t i = 0; i < json_object_array_length(sv); i++) {
-			char buf[PATH_MAX];
-
-			json_object_array_add(devs, json_object_new_string(
-				volume_device(json_object_array_get_idx(sv, i), buf, sizeof(buf))));
-		}
-	}
+	named_or_armed(argc, argv, st, devs);
 	for (size_t i = 0; i < json_object_array_length(devs); i++) {
 		const char *dev = json_object_get_string(json_object_array_get_idx(devs, i));
 		struct json_object *v = json_object_new_object(), *tok = NULL, *x;
