@@ -9,7 +9,6 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <json-c/json.h>
@@ -21,6 +20,12 @@
 #include "util.h"
 
 #define CONFIG_MAX (1024 * 1024)
+
+/* Where the boot files are read from: dir; mnt non-empty when we mounted it there. */
+struct lr_bootdir {
+	char dir[PATH_MAX];
+	char mnt[PATH_MAX];
+};
 #define INCLUDE_DEPTH 8
 
 static const struct {
@@ -423,21 +428,10 @@ int lr_bootfiles_explain(const struct lr_bootfiles *then, const struct lr_bootfi
 
 static int resolve(const char *spec, char *out, size_t len)
 {
-	static const struct {
-		const char *key, *dir;
-	} kinds[] = {
-		{ "PARTUUID=", "/dev/disk/by-partuuid/" },
-		{ "UUID=", "/dev/disk/by-uuid/" },
-		{ "LABEL=", "/dev/disk/by-label/" },
-	};
-	char link[PATH_MAX];
+	char buf[PATH_MAX];
+	const char *link = lr_spec_link(spec, buf, sizeof(buf));
 
-	for (size_t i = 0; i < LR_ELEMENTSOF(kinds); i++) {
-		size_t k = strlen(kinds[i].key);
-
-		if (strncmp(spec, kinds[i].key, k) != 0)
-			continue;
-		snprintf(link, sizeof(link), "%s%s", kinds[i].dir, spec + k);
+	if (link != spec) {
 		if (!realpath(link, out))
 			return lr_error_code(-ENOENT, "the boot partition %s is not there (%s: %s)", spec, link,
 					     strerror(errno));
@@ -501,30 +495,19 @@ static int find_mount(dev_t dev, char *out, size_t len)
 	return -ENOENT;
 }
 
-static void load_modules(void)
+void lr_load_vfat(void)
 {
 	static const char *const mods[] = { "vfat", "nls_cp437", "nls_ascii", "nls_iso8859_1" };
 
 	for (size_t i = 0; i < LR_ELEMENTSOF(mods); i++) {
-		pid_t pid = fork();
-		int null;
+		char *argv[] = { (char *)"modprobe", (char *)"-q", (char *)mods[i], NULL };
+		char out[256];
 
-		if (pid == 0) {
-			null = open("/dev/null", O_RDWR | O_CLOEXEC);
-			if (null >= 0) {
-				dup2(null, 1);
-				dup2(null, 2);
-			}
-			execlp("modprobe", "modprobe", "-q", mods[i], (char *)NULL);
-			_exit(127);
-		}
-		if (pid > 0)
-			while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-				;
+		(void)lr_run_tool(argv, out, sizeof(out));
 	}
 }
 
-int lr_bootdir_open(const char *spec, struct lr_bootdir *b)
+static int bootdir_open(const char *spec, struct lr_bootdir *b)
 {
 	char dev[PATH_MAX];
 	struct stat st;
@@ -553,7 +536,7 @@ int lr_bootdir_open(const char *spec, struct lr_bootdir *b)
 		b->mnt[0] = '\0';
 		return r;
 	}
-	load_modules();
+	lr_load_vfat();
 	if (mount(dev, b->mnt, "vfat", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0 &&
 	    mount(dev, b->mnt, "ext4", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) {
 		r = lr_error_code(-errno, "cannot mount the boot partition %s (%s) read-only: %s", spec, dev,
@@ -566,7 +549,7 @@ int lr_bootdir_open(const char *spec, struct lr_bootdir *b)
 	return 0;
 }
 
-void lr_bootdir_close(struct lr_bootdir *b)
+static void bootdir_close(struct lr_bootdir *b)
 {
 	if (b->mnt[0]) {
 		if (umount2(b->mnt, 0) < 0)
@@ -582,11 +565,11 @@ int lr_bootfiles_measure_spec(const char *spec, struct lr_bootfiles *out)
 	int r;
 
 	memset(out, 0, sizeof(*out));
-	r = lr_bootdir_open(spec, &b);
+	r = bootdir_open(spec, &b);
 	if (r < 0)
 		return r;
 	r = lr_bootfiles_measure(b.dir, out);
-	lr_bootdir_close(&b);
+	bootdir_close(&b);
 	return r;
 }
 

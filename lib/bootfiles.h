@@ -51,18 +51,13 @@ int lr_bootfiles_from_json(struct json_object *arr, struct lr_bootfiles *out);
  * cmdline.txt changed since the key was locked". Returns how many differ. */
 int lr_bootfiles_explain(const struct lr_bootfiles *then, const struct lr_bootfiles *now);
 
-/* Where the boot files are read from. spec: "PARTUUID=…", "UUID=…", "LABEL=…", a block device
- * or a directory (the partition's contents, mounted elsewhere). A device that is mounted is read
- * through its mount point; otherwise it is mounted read-only (vfat, else ext4) on a private
- * directory under /run/lockroot, loading the vfat modules first, and unmounted by close. */
-struct lr_bootdir {
-	char dir[PATH_MAX];
-	char mnt[PATH_MAX]; /* non-empty: we mounted it here */
-};
-int lr_bootdir_open(const char *spec, struct lr_bootdir *b);
-void lr_bootdir_close(struct lr_bootdir *b);
-/* Measure the boot files named by spec (open, measure, close). */
+/* Measure the boot files of the boot partition spec: "PARTUUID=…", "UUID=…", "LABEL=…", a block
+ * device or a directory (the partition's contents, mounted elsewhere). A device that is mounted is
+ * read through its mount point; otherwise it is mounted read-only (vfat, else ext4) on a private
+ * directory under /run/lockroot, the vfat modules loaded first, and unmounted again. */
 int lr_bootfiles_measure_spec(const char *spec, struct lr_bootfiles *out);
+/* modprobe the vfat file system and its code pages (whichever are modules). */
+void lr_load_vfat(void);
 /* The running system's boot partition: the file system mounted at /boot/firmware, else at /boot
  * when it holds config.txt or cmdline.txt, as "PARTUUID=…" when the partition has one, else its
  * device path. malloc'd. -ENOENT (logged) when there is none. */

@@ -750,55 +750,6 @@ int lr_convert_unlock(const char *header, const char *device, struct lr_secret *
 
 /* ---- shrink ---- */
 
-/* Run a tool, its stdout and stderr collected in out (NUL-terminated, truncated). Returns
- * its exit status, or -errno when it could not run or was killed. */
-static int run_tool(char *const argv[], char *out, size_t outsz)
-{
-	int pipefd[2], status;
-	size_t n = 0;
-	pid_t pid;
-
-	if (pipe2(pipefd, O_CLOEXEC) < 0)
-		return -errno;
-	pid = fork();
-	if (pid < 0) {
-		close(pipefd[0]);
-		close(pipefd[1]);
-		return -errno;
-	}
-	if (pid == 0) {
-		int devnull = open("/dev/null", O_RDONLY);
-
-		if (devnull >= 0)
-			dup2(devnull, 0);
-		dup2(pipefd[1], 1);
-		dup2(pipefd[1], 2);
-		execvp(argv[0], argv);
-		_exit(127);
-	}
-	close(pipefd[1]);
-	for (;;) {
-		char sink[4096];
-		ssize_t k = n + 1 < outsz ? read(pipefd[0], out + n, outsz - 1 - n) : read(pipefd[0], sink, sizeof(sink));
-
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			break;
-		if (n + 1 < outsz)
-			n += (size_t)k;
-	}
-	out[n] = 0;
-	close(pipefd[0]);
-	while (waitpid(pid, &status, 0) < 0)
-		if (errno != EINTR)
-			return -errno;
-	if (!WIFEXITED(status))
-		return -EINTR;
-	if (WEXITSTATUS(status) == 127)
-		return lr_error_code(-ENOENT, "cannot run %s (not in PATH?)", argv[0]);
-	return WEXITSTATUS(status);
-}
 
 /* resize2fs -P's minimum size in blocks. -EUCLEAN (nothing logged): the file system was not
  * unmounted cleanly (a power cut, a shutdown that could not remount / read-only), and
@@ -807,7 +758,7 @@ static int fs_min_blocks(const char *device, uint64_t *blocks)
 {
 	char out[4096], *p;
 	char *argv[] = { "resize2fs", "-P", (char *)device, NULL };
-	int r = run_tool(argv, out, sizeof(out));
+	int r = lr_run_tool(argv, out, sizeof(out));
 
 	if (r < 0)
 		return r;
@@ -861,7 +812,7 @@ static int fs_check(const char *device, uint64_t target, lr_shrink_step_fn step,
 
 	if (step)
 		step(LR_SHRINK_CHECK, target, userdata);
-	r = run_tool(fsck, out, sizeof(out));
+	r = lr_run_tool(fsck, out, sizeof(out));
 	lr_debug("e2fsck -fy %s: %s", device, out);
 	if (r < 0)
 		return r;
@@ -918,7 +869,7 @@ int lr_convert_shrink(const char *device, uint64_t *fs_size, lr_shrink_step_fn s
 	snprintf(size_arg, sizeof(size_arg), "%" PRIu64 "K", target / 1024);
 	if (step)
 		step(LR_SHRINK_RESIZE, target, userdata);
-	r = run_tool(resize, out, sizeof(out));
+	r = lr_run_tool(resize, out, sizeof(out));
 	lr_debug("resize2fs %s %s: %s", device, size_arg, out);
 	if (r < 0)
 		return r;

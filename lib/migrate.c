@@ -326,23 +326,6 @@ struct json_object *lr_migrate_state_json(const struct lr_migrate_state *st)
 	return state_json(st, false);
 }
 
-static int mkdir_parents(const char *path)
-{
-	_cleanup_free_ char *copy = strdup(path);
-
-	if (!copy)
-		return -ENOMEM;
-	for (char *p = copy + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(copy, 0755) < 0 && errno != EEXIST)
-			return -errno;
-		*p = '/';
-	}
-	return 0;
-}
-
 int lr_migrate_state_save(const char *root, struct lr_migrate_state *st)
 {
 	_cleanup_free_ char *path = state_path(root);
@@ -355,7 +338,7 @@ int lr_migrate_state_save(const char *root, struct lr_migrate_state *st)
 	st->updated = time(NULL);
 	if (!st->started)
 		st->started = st->updated;
-	r = mkdir_parents(path);
+	r = lr_mkdir_parents(path);
 	if (r < 0)
 		return lr_error_code(r, "cannot create the directory of %s: %s", path, strerror(-r));
 	o = state_json(st, true);

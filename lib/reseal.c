@@ -147,6 +147,31 @@ static int lockroot_tokens(struct crypt_device *cd, int *ids, int max)
 	return n;
 }
 
+static int read_token(struct crypt_device *cd, const char *device, int id, struct lr_token *t)
+{
+	const char *json;
+	int r;
+
+	r = crypt_token_json_get(cd, id, &json);
+	if (r < 0)
+		return lr_error_code(r, "cannot read token %d of %s: %s", id, device, strerror(-r));
+	return lr_token_parse(json, t);
+}
+
+/* Measure the boot files of token t now (into *now): 1 when they differ from its record, 0 when not. */
+static int boot_files_changed(const struct lr_token *t, struct lr_bootfiles *now)
+{
+	char was[65], is[65];
+	int r;
+
+	r = lr_bootfiles_measure_spec(t->boot_spec, now);
+	if (r >= 0)
+		r = lr_bootfiles_value(&t->boot_files, was);
+	if (r >= 0)
+		r = lr_bootfiles_value(now, is);
+	return r < 0 ? r : strcmp(was, is) != 0;
+}
+
 int lr_reseal(const char *device, const struct lr_hsm *override, int *resealed)
 {
 	_cleanup_crypt_ struct crypt_device *cd = NULL;
@@ -161,13 +186,8 @@ int lr_reseal(const char *device, const struct lr_hsm *override, int *resealed)
 	for (int i = 0; i < n; i++) {
 		_cleanup_token_ struct lr_token t = { 0 };
 		_cleanup_bootfiles_ struct lr_bootfiles now = { 0 };
-		char was[65], is[65];
-		const char *json;
 
-		r = crypt_token_json_get(cd, ids[i], &json);
-		if (r < 0)
-			return lr_error_code(r, "cannot read token %d of %s: %s", ids[i], device, strerror(-r));
-		r = lr_token_parse(json, &t);
+		r = read_token(cd, device, ids[i], &t);
 		if (r < 0)
 			return r;
 		if (!(t.bind_mask & (1u << LR_COMP_BOOT_FILES)))
@@ -175,15 +195,10 @@ int lr_reseal(const char *device, const struct lr_hsm *override, int *resealed)
 		bound++;
 		if (crypt_reencrypt_status(cd, NULL) != CRYPT_REENCRYPT_NONE)
 			return lr_error_code(-EBUSY, "%s is being re-encrypted: reseal when that has finished", device);
-		r = lr_bootfiles_measure_spec(t.boot_spec, &now);
+		r = boot_files_changed(&t, &now);
 		if (r < 0)
 			return r;
-		r = lr_bootfiles_value(&t.boot_files, was);
-		if (r >= 0)
-			r = lr_bootfiles_value(&now, is);
-		if (r < 0)
-			return r;
-		if (strcmp(was, is) == 0) {
+		if (r == 0) {
 			lr_debug("token %d: the boot files are as recorded", ids[i]);
 			continue;
 		}
@@ -218,30 +233,24 @@ int lr_reseal_with_passphrase(const char *device, const struct lr_hsm *override,
 		struct lr_enroll_params p = { 0 };
 		struct lr_enroll_result res = { 0 };
 		struct lr_hsm hsm;
-		int id = -1, new_token, new_slot;
+		int id = -1, new_token, new_slot, ids[32], n;
 
 		r = lr_luks2_load(device, false, &cd);
 		if (r < 0)
 			return r;
-		/* The next boot-files token not made by this run (new ones carry the present files). */
-		for (int i = 0; i < crypt_token_max(CRYPT_LUKS2) && id < 0; i++) {
+		/* The next token whose boot files changed (those made by this run carry the present files). */
+		n = lockroot_tokens(cd, ids, (int)LR_ELEMENTSOF(ids));
+		for (int i = 0; i < n && id < 0; i++) {
 			_cleanup_bootfiles_ struct lr_bootfiles now = { 0 };
-			const char *type, *json;
-			char was[65], is[65];
 
-			if (crypt_token_status(cd, i, &type) == CRYPT_TOKEN_INACTIVE || !type ||
-			    strcmp(type, LR_TOKEN_TYPE) != 0 || crypt_token_json_get(cd, i, &json) < 0)
-				continue;
 			lr_token_done(&t);
-			if (lr_token_parse(json, &t) < 0 || !(t.bind_mask & (1u << LR_COMP_BOOT_FILES)))
+			if (read_token(cd, device, ids[i], &t) < 0 || !(t.bind_mask & (1u << LR_COMP_BOOT_FILES)))
 				continue;
-			r = lr_bootfiles_measure_spec(t.boot_spec, &now);
+			r = boot_files_changed(&t, &now);
 			if (r < 0)
 				return r;
-			if (lr_bootfiles_value(&t.boot_files, was) < 0 || lr_bootfiles_value(&now, is) < 0)
-				return -ENOMEM;
-			if (strcmp(was, is) != 0)
-				id = i;
+			if (r)
+				id = ids[i];
 		}
 		if (id < 0)
 			break;
@@ -261,15 +270,9 @@ int lr_reseal_with_passphrase(const char *device, const struct lr_hsm *override,
 		lr_enroll_result_done(&res);
 		if (r < 0)
 			return r;
-		r = lr_luks2_load(device, false, &cd);
+		r = lr_unenroll(device, id, false);
 		if (r < 0)
 			return r;
-		r = crypt_token_json_set(cd, id, NULL);
-		if (r >= 0 && crypt_keyslot_status(cd, t.keyslot) >= CRYPT_SLOT_ACTIVE)
-			r = crypt_keyslot_destroy(cd, t.keyslot);
-		if (r < 0)
-			return lr_error_code(r, "cannot remove the old token %d / keyslot %d: %s", id, t.keyslot,
-					     strerror(-r));
 		lr_info("token %d and keyslot %d replaced by token %d, keyslot %d, locked to the boot files as they "
 			"are now", id, t.keyslot, new_token, new_slot);
 		done++;
@@ -294,12 +297,8 @@ int lr_fuse_arm(const char *device, const struct lr_hsm *override, int *changed)
 	n = lockroot_tokens(cd, ids, (int)LR_ELEMENTSOF(ids));
 	for (int i = 0; i < n; i++) {
 		_cleanup_token_ struct lr_token t = { 0 };
-		const char *json;
 
-		r = crypt_token_json_get(cd, ids[i], &json);
-		if (r < 0)
-			return lr_error_code(r, "cannot read token %d of %s: %s", ids[i], device, strerror(-r));
-		r = lr_token_parse(json, &t);
+		r = read_token(cd, device, ids[i], &t);
 		if (r < 0)
 			return r;
 		if (strcmp(t.backend, "tpm2") != 0 || json_object_object_get_ex(t.backend_data, "fuse", NULL))

@@ -7,11 +7,14 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include "log.h"
 #include "util.h"
 
 char *lr_base64_encode(const uint8_t *in, size_t len)
@@ -197,4 +200,91 @@ char *lr_trim(char *s)
 	while (e > s && isspace((unsigned char)e[-1]))
 		*--e = '\0';
 	return s;
+}
+
+/* Run a tool, its stdout and stderr collected in out (NUL-terminated, truncated). Returns
+ * its exit status, or -errno when it could not run or was killed. */
+int lr_run_tool(char *const argv[], char *out, size_t outsz)
+{
+	int pipefd[2], status;
+	size_t n = 0;
+	pid_t pid;
+
+	if (pipe2(pipefd, O_CLOEXEC) < 0)
+		return -errno;
+	pid = fork();
+	if (pid < 0) {
+		close(pipefd[0]);
+		close(pipefd[1]);
+		return -errno;
+	}
+	if (pid == 0) {
+		int devnull = open("/dev/null", O_RDONLY);
+
+		if (devnull >= 0)
+			dup2(devnull, 0);
+		dup2(pipefd[1], 1);
+		dup2(pipefd[1], 2);
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	close(pipefd[1]);
+	for (;;) {
+		char sink[4096];
+		ssize_t k = n + 1 < outsz ? read(pipefd[0], out + n, outsz - 1 - n) : read(pipefd[0], sink, sizeof(sink));
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			break;
+		if (n + 1 < outsz)
+			n += (size_t)k;
+	}
+	out[n] = 0;
+	close(pipefd[0]);
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return -errno;
+	if (!WIFEXITED(status))
+		return -EINTR;
+	if (WEXITSTATUS(status) == 127)
+		return lr_error_code(-ENOENT, "cannot run %s (not in PATH?)", argv[0]);
+	return WEXITSTATUS(status);
+}
+
+int lr_mkdir_parents(const char *path)
+{
+	_cleanup_free_ char *copy = strdup(path);
+
+	if (!copy)
+		return -ENOMEM;
+	for (char *p = copy + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(copy, 0755) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	return 0;
+}
+
+const char *lr_spec_link(const char *spec, char *buf, size_t len)
+{
+	static const char *const tags[][2] = {
+		{ "PARTUUID=", "/dev/disk/by-partuuid/" },
+		{ "UUID=", "/dev/disk/by-uuid/" },
+		{ "LABEL=", "/dev/disk/by-label/" },
+		{ "PARTLABEL=", "/dev/disk/by-partlabel/" },
+	};
+
+	for (size_t i = 0; i < LR_ELEMENTSOF(tags); i++) {
+		size_t k = strlen(tags[i][0]);
+
+		if (strncmp(spec, tags[i][0], k) == 0) {
+			snprintf(buf, len, "%s%s", tags[i][1], spec + k);
+			return buf;
+		}
+	}
+	return spec;
 }

@@ -35,6 +35,14 @@ char *lr_sysroot_path(const char *path);
 /* Parse a list like "1,2,7" of numbers < max into a bitmask. -EINVAL. */
 int lr_parse_uint_list(const char *s, unsigned max, uint32_t *mask);
 
+/* Run a tool (stdin /dev/null), its stdout and stderr collected in out (NUL-terminated,
+ * truncated). Returns its exit status, or -errno when it could not run or was killed. */
+int lr_run_tool(char *const argv[], char *out, size_t outsz);
+/* Create the directories above path (0755). -errno. */
+int lr_mkdir_parents(const char *path);
+/* The udev link a PARTUUID=, UUID=, LABEL= or PARTLABEL= spec names
+ * (/dev/disk/by-partuuid/..., written into buf), or spec itself when it is a path. */
+const char *lr_spec_link(const char *spec, char *buf, size_t len);
 /* fsync the directory holding path. -errno. */
 int lr_fsync_dir_of(const char *path);
 /* Make a file just renamed into place durable: fsync the file itself, sync its file system,

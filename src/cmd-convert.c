@@ -321,21 +321,12 @@ static int partuuid_of(const char *dev, char *out, size_t len)
  * that exists now. */
 int cli_resolve_spec(const char *spec, char *out, size_t len)
 {
-	static const struct { const char *key, *dir; } kinds[] = {
-		{ "PARTUUID=", "/dev/disk/by-partuuid/" }, { "UUID=", "/dev/disk/by-uuid/" },
-		{ "LABEL=", "/dev/disk/by-label/" },
-	};
+	char buf[PATH_MAX], link[PATH_MAX], spec_arg[160];
+	const char *path = lr_spec_link(spec, buf, sizeof(buf));
+	char *argv[] = { (char *)"blkid", (char *)"-l", (char *)"-o", (char *)"device", (char *)"-t", spec_arg, NULL };
 
-	for (size_t i = 0; i < LR_ELEMENTSOF(kinds); i++) {
-		size_t k = strlen(kinds[i].key);
-		char link[PATH_MAX], spec_arg[160];
-		char *argv[] = { (char *)"blkid", (char *)"-l", (char *)"-o", (char *)"device", (char *)"-t",
-				 spec_arg, NULL };
-
-		if (strncmp(spec, kinds[i].key, k))
-			continue;
-		rpath(link, sizeof(link), kinds[i].dir);
-		snprintf(link + strlen(link), sizeof(link) - strlen(link), "%s", spec + k);
+	if (path != spec) {
+		rpath(link, sizeof(link), path);
 		if (access(link, F_OK) == 0 && realpath(link, out) && strlen(out) < len)
 			return 0;
 		snprintf(spec_arg, sizeof(spec_arg), "%s", spec);
@@ -1116,7 +1107,6 @@ static int boot_wait_devices(struct boot_step *b, uint32_t timeout_s)
 
 static int boot_mount(struct boot_step *b)
 {
-	static const char *const mods[] = { "vfat", "nls_cp437", "nls_ascii", "nls_iso8859_1" };
 	struct stat st;
 
 	/* tests: a directory stands for the mounted boot partition */
@@ -1124,11 +1114,7 @@ static int boot_mount(struct boot_step *b)
 		snprintf(b->boot_dir, sizeof(b->boot_dir), "%s", b->boot_dev);
 		return 0;
 	}
-	for (size_t i = 0; i < LR_ELEMENTSOF(mods); i++) {
-		char *argv[] = { (char *)"modprobe", (char *)"-q", (char *)mods[i], NULL };
-
-		(void)cli_run(argv, true);
-	}
+	lr_load_vfat();
 	mkdir("/run/lockroot", 0700);
 	mkdir(BOOT_MNT, 0700);
 	if (mount(b->boot_dev, BOOT_MNT, "vfat", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)

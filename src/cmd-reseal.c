@@ -60,12 +60,15 @@ int cmd_reseal(int argc, char **argv)
 		default: return LR_EXIT_USAGE;
 		}
 	}
-	if (spec || pin_file) {
-		r = cli_hsm_setup("reseal", spec ? spec : "tpm2", NULL, pin_file, &hsm, &pin);
+	if (spec) {
+		r = cli_hsm_setup("reseal", spec, NULL, pin_file, &hsm, &pin);
 		if (r)
 			return r;
-		if (!spec)
-			hsm.backend = NULL; /* only the PIN */
+	} else if (pin_file) {
+		r = cli_read_pin(pin_file, &pin);
+		if (r < 0)
+			return lr_exit_code(r);
+		hsm.pin = pin; /* the backend and its TCTI / URI: the token's */
 	}
 	if (key_file) {
 		r = cli_read_passphrase(key_file, "a passphrase or the recovery key of the volume", &pass);

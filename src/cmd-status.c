@@ -122,24 +122,12 @@ int cli_crypttab_devices(struct json_object *list)
 	if (!f)
 		return 0;
 	while (fgets(line, sizeof(line), f)) {
-		char name[256], dev[512];
-
-		static const char *const tags[][2] = {
-			{ "UUID=", "/dev/disk/by-uuid/" },
-			{ "PARTUUID=", "/dev/disk/by-partuuid/" },
-			{ "LABEL=", "/dev/disk/by-label/" },
-			{ "PARTLABEL=", "/dev/disk/by-partlabel/" },
-		};
-		char devpath[600];
+		char name[256], dev[512], link[600];
 
 		if (line[0] == '#' || sscanf(line, "%255s %511s", name, dev) != 2)
 			continue;
 		/* crypttab names devices as fstab does: udev's links resolve the tags */
-		snprintf(devpath, sizeof(devpath), "%s", dev);
-		for (size_t i = 0; i < LR_ELEMENTSOF(tags); i++)
-			if (strncmp(dev, tags[i][0], strlen(tags[i][0])) == 0)
-				snprintf(devpath, sizeof(devpath), "%s%s", tags[i][1], dev + strlen(tags[i][0]));
-		json_object_array_add(list, json_object_new_string(devpath));
+		json_object_array_add(list, json_object_new_string(lr_spec_link(dev, link, sizeof(link))));
 	}
 	fclose(f);
 	return 0;

@@ -21,6 +21,7 @@
 #include <json-c/json.h>
 
 #include "cli.h"
+#include "migrate.h"
 #include "config.h"
 #include "tamper.h"
 
@@ -122,45 +123,18 @@ static struct json_object *state_load(void)
 	return o;
 }
 
-static int mkdir_parents(const char *path)
-{
-	char dir[PATH_MAX];
-
-	snprintf(dir, sizeof(dir), "%s", path);
-	for (char *p = dir + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-			return -errno;
-		*p = '/';
-	}
-	return 0;
-}
-
 static int state_save(struct json_object *o)
 {
 	_cleanup_free_ char *path = lr_sysroot_path(LR_TAMPER_STATE_PATH);
-	char tmp[PATH_MAX];
 	const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY);
-	int fd, r = 0;
+	int r;
 
 	if (!path)
 		return -ENOMEM;
-	mkdir_parents(path);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return lr_error_code(-errno, "cannot write %s: %s", tmp, strerror(errno));
-	if (dprintf(fd, "%s\n", text) < 0 || fsync(fd) < 0)
-		r = -errno;
-	close(fd);
-	if (r == 0 && rename(tmp, path) < 0)
-		r = -errno;
+	r = lr_mkdir_parents(path);
 	if (r < 0)
-		return lr_error_code(r, "cannot write %s: %s", path, strerror(-r));
-	lr_fsync_dir_of(path);
-	return 0;
+		return lr_error_code(r, "cannot create the directory of %s: %s", path, strerror(-r));
+	return lr_write_file_atomic(path, text, strlen(text), 0644);
 }
 
 /* The volume's device now: its stable udev name if there is one, else the name it was armed by. */
@@ -681,7 +655,7 @@ static int write_pid(void)
 
 	if (!path)
 		return -ENOMEM;
-	mkdir_parents(path);
+	(void)lr_mkdir_parents(path);
 	f = fopen(path, "we");
 	if (!f)
 		return lr_error_code(-errno, "cannot write %s: %s", path, strerror(errno));

@@ -327,16 +327,11 @@ static bool cmdline_tryboot(char *dev, size_t len)
 
 static void tryboot_record(const char *dev, const char *line)
 {
-	static const char *const mods[] = { "vfat", "nls_cp437", "nls_ascii", "nls_iso8859_1" };
 	const char *dir = "/run/lockroot-tryboot";
 	char path[256];
 	int fd;
 
-	for (size_t i = 0; i < LR_ELEMENTSOF(mods); i++) {
-		char *argv[] = { (char *)"modprobe", (char *)"-q", (char *)mods[i], NULL };
-
-		(void)run_quiet(argv);
-	}
+	lr_load_vfat();
 	mkdir(dir, 0700);
 	if (strcmp(dev, "none") == 0 || mount(dev, dir, "vfat", 0, NULL) < 0) {
 		fprintf(stderr, "lockroot: cannot record the failure on %s: %s\n", dev, strerror(errno));

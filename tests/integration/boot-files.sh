@@ -29,7 +29,7 @@ grep -q 'bound to board-serial,boot-files' "$T/out" || fail "binding not reporte
 RK=$(grep -Eo '[0-9A-Z]{4}(-[0-9A-Z]{4}){7}' "$T/out")
 printf '%s' "$RK" >"$T/rk"
 cryptsetup token export --token-id 0 "$IMG" >"$T/token.json"
-jq -e '.lockroot_version == 2 and .boot_files.device == "'"$B"'"' "$T/token.json" >/dev/null || fail "token: $(cat "$T/token.json")"
+jq -en 'input | .lockroot_version == 2 and .boot_files.device == "'"$B"'"' "$T/token.json" >/dev/null || fail "token: $(cat "$T/token.json")"
 [ "$(jq -r '[.boot_files.files[].path] | join(" ")' "$T/token.json")" = \
 	"config.txt cmdline.txt vmlinuz initrd.img bcm2711-rpi-4-b.dtb overlays/tpm-slb9670.dtbo" ] \
 	|| fail "measured files: $(jq -c '.boot_files.files' "$T/token.json")"
@@ -78,7 +78,7 @@ lockroot_token() {
 TID=$(lockroot_token "$IMG")
 [ "$TID" != 0 ] || fail "reseal did not write a new token (the old one first, then removed): $(cryptsetup luksDump "$IMG" | sed -n "/Tokens/,/Digests/p")"
 cryptsetup token export --token-id "$TID" "$IMG" >"$T/t1.json"
-jq -e ".keyslots == [\"1\"]" "$T/t1.json" >/dev/null || fail "the new token does not name keyslot 1: $(cat "$T/t1.json")"
+jq -en "input | .keyslots == [\"1\"]" "$T/t1.json" >/dev/null || fail "the new token does not name keyslot 1: $(cat "$T/t1.json")"
 expect_ok "$LOCKROOT" reseal "$IMG"
 grep -q 'nothing to do' "$T/out" || fail "second reseal: $(cat "$T/out")"
 # The recorded files are what the TPM was given: a token whose record is edited is refused.

@@ -114,10 +114,10 @@ need tpm2_evictcontrol tpm2_getcap
 make_luks2 "$IMG2"
 expect_ok "$LOCKROOT" enroll "$IMG2" --hsm "$HSM" --key-file "$T/pass" --bind board-serial --tpm-fuse
 tpm2_getcap -T "$TCTI" handles-persistent | grep -q 0x81004C52 || fail "no persistent fuse key in the TPM"
-"$LOCKROOT" status "$IMG2" --json | jq -e '.[0].tokens[] | select(.type=="lockroot") | .fuse == "0x81004c52"' >/dev/null \
+"$LOCKROOT" status "$IMG2" --json | jq -en 'input | .[0].tokens[] | select(.type=="lockroot") | .fuse == "0x81004c52"' >/dev/null \
 	|| fail "status does not show the fuse"
 expect_ok "$LOCKROOT" unlock "$IMG2" --test
-expect_fail 2 'tpm2' "$LOCKROOT" enroll "$IMG2" --hsm pkcs11:token=x --key-file "$T/pass" --tpm-fuse
+expect_fail 2 'tpm-fuse is for --hsm tpm2' "$LOCKROOT" enroll "$IMG2" --hsm pkcs11:token=x --key-file "$T/pass" --tpm-fuse
 tpm2_evictcontrol -T "$TCTI" -C o -c 0x81004c52 >/dev/null || fail "tpm2_evictcontrol"
 expect_fail 5 'no longer has the fuse key' "$LOCKROOT" unlock "$IMG2" --test
 exit 0

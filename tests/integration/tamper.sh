@@ -90,11 +90,11 @@ fuse=$("$LOCKROOT" status "$A" --json | jq -r '.[0].tokens[] | select(.type == "
 expect_ok "$LOCKROOT" unlock "$A" --test
 tok=$(tamper_token "$A")
 [ -n "$tok" ] || fail "no lockroot-tamper token"
-jq -e '.armed == true and .keyslots == [] and (.lines | length) == 2
+jq -en 'input | .armed == true and .keyslots == [] and (.lines | length) == 2
 	and .lines[0] == {"line":"gpiochip0:5","active":"high","debounce_ms":20,"latched":true,"mode":"self-destruct","destroy_recovery":false,"poweroff":false}
 	and .lines[1].line == "pinctrl-test:17" and .lines[1].active == "low" and .lines[1].debounce_ms == 50
 	and .lines[1].latched == false' <<<"$tok" >/dev/null || fail "token content: $tok"
-jq -e --arg u "$(cryptsetup luksUUID "$A")" --arg d "$A" '.volumes == [{"uuid":$u,"device":$d}]' \
+jq -en --arg u "$(cryptsetup luksUUID "$A")" --arg d "$A" 'input | .volumes == [{"uuid":$u,"device":$d}]' \
 	"$LOCKROOT_SYSROOT/var/lib/lockroot/tamper.json" >/dev/null || fail "state file: $(cat "$LOCKROOT_SYSROOT/var/lib/lockroot/tamper.json")"
 # the tamper token opens nothing and does not disturb unlocking
 expect_ok "$LOCKROOT" unlock "$A" --test
@@ -107,15 +107,15 @@ expect_ok "$LOCKROOT" tamper status
 grep -q "^$A: armed$" "$T/out" || fail "status text: $(cat "$T/out")"
 grep -q '^daemon: not running$' "$T/out" || fail "status daemon: $(cat "$T/out")"
 "$LOCKROOT" tamper status --json >"$T/st.json" || fail "status --json"
-jq -e --arg d "$A" '.daemon == false and (.lines | length) == 2 and .lines[0].level == "unknown"
+jq -en --arg d "$A" 'input | .daemon == false and (.lines | length) == 2 and .lines[0].level == "unknown"
 	and .volumes[0].device == $d and .volumes[0].armed == true and (.volumes[0].lines | length) == 2' \
 	"$T/st.json" >/dev/null || fail "status --json: $(cat "$T/st.json")"
 
 info "disarm keeps the configuration; arm again re-arms"
 expect_ok "$LOCKROOT" tamper disarm "$A"
-jq -e '.armed == false and (.lines | length) == 2' <<<"$(tamper_token "$A")" >/dev/null || fail "disarm: $(tamper_token "$A")"
-jq -e '.volumes == []' "$LOCKROOT_SYSROOT/var/lib/lockroot/tamper.json" >/dev/null || fail "state after disarm"
-"$LOCKROOT" tamper status --json "$A" | jq -e '.volumes[0].armed == false and .volumes[0].configured == true' \
+jq -en 'input | .armed == false and (.lines | length) == 2' <<<"$(tamper_token "$A")" >/dev/null || fail "disarm: $(tamper_token "$A")"
+jq -en 'input | .volumes == []' "$LOCKROOT_SYSROOT/var/lib/lockroot/tamper.json" >/dev/null || fail "state after disarm"
+"$LOCKROOT" tamper status --json "$A" | jq -en 'input | .volumes[0].armed == false and .volumes[0].configured == true' \
 	>/dev/null || fail "status after disarm"
 [ "$(token_types "$A")" = lockroot,lockroot-recovery,lockroot-tamper ] || fail "tokens: $(token_types "$A")"
 
@@ -144,7 +144,7 @@ expect_ok "$LOCKROOT" tamper arm --force --no-start --config "$T/sd.conf"
 grep -q "Armed $A " "$T/out" && grep -q "Armed $B " "$T/out" || fail "arm from crypttab: $(cat "$T/out")"
 grep -q "$PLAIN" "$T/out" && fail "a volume without a lockroot token was armed"
 [ -z "$(tamper_token "$PLAIN")" ] || fail "the plain volume got a tamper token"
-jq -e '.volumes | length == 2' "$LOCKROOT_SYSROOT/var/lib/lockroot/tamper.json" >/dev/null || fail "state: 2 volumes"
+jq -en 'input | .volumes | length == 2' "$LOCKROOT_SYSROOT/var/lib/lockroot/tamper.json" >/dev/null || fail "state: 2 volumes"
 
 info "trigger in notify mode: the command runs with the line and mode, the keys stay, the event is recorded"
 cat >"$T/notify.conf" <<EOF
@@ -158,7 +158,7 @@ expect_ok "$LOCKROOT" tamper trigger --config "$T/notify.conf"
 grep -q 'TAMPER: line gpiochip0:5 is active' "$T/err" || fail "notify message: $(cat "$T/err")"
 expect_ok "$LOCKROOT" unlock "$A" --test
 expect_ok "$LOCKROOT" unlock "$B" --test
-jq -e '.last_event.line == "gpiochip0:5" and .last_event.mode == "notify" and .last_event.where == "trigger"
+jq -en 'input | .last_event.line == "gpiochip0:5" and .last_event.mode == "notify" and .last_event.where == "trigger"
 	and (.last_event.time | test("^20[0-9-]+T[0-9:]+Z$"))' <<<"$(tamper_token "$A")" >/dev/null \
 	|| fail "notify event not recorded: $(tamper_token "$A")"
 [ "$(p11_keys)" = 1 ] || fail "notify touched the PKCS#11 key"
@@ -193,7 +193,7 @@ for img in "$A" "$B"; do
 	[ "$(token_types "$img")" = lockroot-recovery,lockroot-tamper ] || fail "$img tokens left: $(token_types "$img")"
 	[ "$(keyslots "$img")" = 0,2 ] || fail "$img keyslots left: $(keyslots "$img")"
 	expect_fail 11 'no lockroot token' "$LOCKROOT" unlock "$img" --test
-	jq -e '.armed == true and .last_event.mode == "self-destruct"' <<<"$(tamper_token "$img")" >/dev/null \
+	jq -en 'input | .armed == true and .last_event.mode == "self-destruct"' <<<"$(tamper_token "$img")" >/dev/null \
 		|| fail "$img: event not recorded: $(tamper_token "$img")"
 done
 [ "$(p11_keys)" = 0 ] || fail "the PKCS#11 key is still in the token"
@@ -201,7 +201,7 @@ printf '%s' "$RK_A" >"$T/rk-a"
 printf '%s' "$RK_B" >"$T/rk-b"
 opens_with "$A" "$T/rk-a" 2 || fail "the recovery key of $A no longer opens it"
 opens_with "$B" "$T/rk-b" 2 || fail "the recovery key of $B no longer opens it"
-cryptsetup luksDump --dump-json-metadata "$A" | jq -e '.keyslots | has("1") | not' >/dev/null || fail "keyslot 1 left"
+cryptsetup luksDump --dump-json-metadata "$A" | jq -en 'input | .keyslots | has("1") | not' >/dev/null || fail "keyslot 1 left"
 [ "$(tail -c +$((ks_off + 1)) "$A" | head -c "$ks_size" | sha256sum)" != "$ks_before" ] \
 	|| fail "the key material of keyslot 1 of $A is still on disk"
 [ "$(header_sum "$C")" = "$sum_c" ] || fail "the unarmed volume $C was changed"
